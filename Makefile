@@ -1,0 +1,47 @@
+# Tabby: make deps (install what tests need), make test (everything CI runs).
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/tabbynet/tabby/ctl.Version=$(VERSION)
+BIN := bin
+TEST_TIMEOUT ?= 25m
+
+.PHONY: all deps build generate verify test unit bench lab clean
+
+all: build
+
+deps:
+	hack/deps.sh
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+generate:
+	$(GO) tool controller-gen object paths=./api/...
+	$(GO) tool controller-gen crd:allowDangerousTypes=true paths=./api/... output:crd:dir=charts/tabby/crds
+
+verify:
+	hack/verify-generated.sh
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Everything: generated files, vet, unit tests and the suites against real components
+# (kube-apiserver + etcd, network namespaces; needs root and `make deps`).
+test: verify
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Fast unit tests only (no real components).
+unit:
+	$(GO) test -count=1 -short ./...
+
+# One benchmark: make bench BENCH=<name>; its last line is the RESULT line.
+bench:
+	@bench/run.sh "$(BENCH)"
+
+lab:
+	@echo "The lab (tabbyctl lab up) arrives with its own issue; see README.md."
+
+clean:
+	rm -rf $(BIN)
