@@ -6,7 +6,7 @@ LDFLAGS := -X github.com/tabbynet/tabby/ctl.Version=$(VERSION)
 BIN := bin
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all deps build generate verify test unit bench lab clean
+.PHONY: all deps build generate docs verify test unit bench lab clean
 
 all: build
 
@@ -20,6 +20,9 @@ build:
 generate:
 	$(GO) tool controller-gen object paths=./api/...
 	$(GO) tool controller-gen crd:allowDangerousTypes=true paths=./api/... output:crd:dir=charts/tabby/crds
+
+docs:
+	$(GO) run ./hack/apidocs -crds charts/tabby/crds -out docs/reference/resources.md
 
 verify:
 	hack/verify-generated.sh

@@ -20,14 +20,13 @@ import (
 const listPageSize = 500
 
 // NewKube returns a Store over a Kubernetes API server, for Tabby's CRDs and the core
-// objects. cfg's QPS and Burst are raised if unset, since IPAM and the agent write often.
+// objects. Client-side throttling is off unless cfg brings its own RateLimiter: IPAM
+// and the agent make bursts of small requests, and the API server's own priority and
+// fairness is the right place to limit them.
 func NewKube(cfg *rest.Config) (Store, error) {
 	c := rest.CopyConfig(cfg)
-	if c.QPS == 0 {
-		c.QPS = 200
-	}
-	if c.Burst == 0 {
-		c.Burst = 400
+	if c.RateLimiter == nil {
+		c.QPS = -1
 	}
 	dc, err := dynamic.NewForConfig(c)
 	if err != nil {

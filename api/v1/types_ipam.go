@@ -140,8 +140,9 @@ type IPAMBlockSpec struct {
 	// +optional
 	AffinityClaimTime *metav1.Time `json:"affinityClaimTime,omitempty"`
 	// Allocations has one entry per address of the block: the index into Attributes of
-	// its allocation, or null when the address is free.
-	Allocations []*int `json:"allocations"`
+	// its allocation, or -1 when the address is free.
+	// +kubebuilder:validation:items:Minimum=-1
+	Allocations []int `json:"allocations"`
 	// Unallocated lists the free ordinals, in the order they are handed out.
 	Unallocated []int `json:"unallocated"`
 	// Attributes of each allocation: its handle and who asked, when.

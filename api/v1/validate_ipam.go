@@ -83,8 +83,8 @@ func validateIPAMBlock(o *IPAMBlock) field.ErrorList {
 		errs = append(errs, field.Invalid(p.Child("allocations"), len(o.Spec.Allocations), fmt.Sprintf("a /%d block has %d allocation slots", pfx.Bits(), size)))
 	}
 	for i, a := range o.Spec.Allocations {
-		if a != nil && (*a < 0 || *a >= len(o.Spec.Attributes)) {
-			errs = append(errs, field.Invalid(p.Child("allocations").Index(i), *a, "names no attribute"))
+		if a < -1 || a >= len(o.Spec.Attributes) {
+			errs = append(errs, field.Invalid(p.Child("allocations").Index(i), a, "names no attribute (-1 means free)"))
 		}
 	}
 	for i, u := range o.Spec.Unallocated {

@@ -1,0 +1,80 @@
+package ipam
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// DefaultCacheTTL is how long an Allocator reuses pools, the IPAM configuration,
+// reservations and node labels before reading them again: a change to them takes
+// effect within this time. Blocks and handles are never cached (every write is CAS).
+const DefaultCacheTTL = 2 * time.Second
+
+type settings struct {
+	at       time.Time
+	pools    []pool
+	cfg      config
+	reserved func(netip.Addr) bool
+	resNames []string
+}
+
+type settingsCache struct {
+	mu     sync.Mutex
+	cur    *settings
+	labels map[string]labelEntry
+}
+
+type labelEntry struct {
+	at     time.Time
+	labels map[string]string
+}
+
+// settings returns pools, config and reservations, read at most ttl ago.
+func (a *Allocator) settings(ctx context.Context) (*settings, error) {
+	a.cache.mu.Lock()
+	cur := a.cache.cur
+	a.cache.mu.Unlock()
+	if cur != nil && a.now().Sub(cur.at) < a.ttl {
+		return cur, nil
+	}
+	pools, err := a.allPools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := a.config(ctx)
+	if err != nil {
+		return nil, err
+	}
+	reserved, names, err := a.reservations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &settings{at: a.now(), pools: pools, cfg: cfg, reserved: reserved, resNames: names}
+	a.cache.mu.Lock()
+	a.cache.cur = s
+	a.cache.mu.Unlock()
+	return s, nil
+}
+
+// cachedNodeLabels is nodeLabels read at most ttl ago.
+func (a *Allocator) cachedNodeLabels(ctx context.Context, node string) (map[string]string, error) {
+	a.cache.mu.Lock()
+	e, ok := a.cache.labels[node]
+	a.cache.mu.Unlock()
+	if ok && a.now().Sub(e.at) < a.ttl {
+		return e.labels, nil
+	}
+	l, err := a.nodeLabels(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	a.cache.mu.Lock()
+	if a.cache.labels == nil {
+		a.cache.labels = map[string]labelEntry{}
+	}
+	a.cache.labels[node] = labelEntry{at: a.now(), labels: l}
+	a.cache.mu.Unlock()
+	return l, nil
+}

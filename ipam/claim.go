@@ -1,0 +1,106 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	v1 "github.com/tabbynet/tabby/api/v1"
+	"github.com/tabbynet/tabby/datastore"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var errNoFreeBlock = errors.New("no free block")
+
+// claimFreeBlock claims the first unclaimed block of the candidate pools for node.
+func (a *Allocator) claimFreeBlock(ctx context.Context, node string, pools []pool, cfg config) (*v1.IPAMBlock, pool, error) {
+	blocks, err := datastore.List[*v1.IPAMBlock](ctx, a.s, datastore.ListOptions{})
+	if err != nil {
+		return nil, pool{}, fmt.Errorf("list blocks: %w", err)
+	}
+	taken := make(map[string]bool, len(blocks))
+	for _, b := range blocks {
+		taken[b.Name] = true
+	}
+	for _, p := range pools {
+		bits := p.obj.Spec.BlockSize - p.cidr.Bits()
+		if bits > 20 {
+			bits = 20 // never walk more than a million candidates
+		}
+		n := 1 << bits
+		off := startOffset(node, n)
+		for i := 0; i < n; i++ {
+			cidr := nthBlock(p.cidr, p.obj.Spec.BlockSize, (off+i)%n)
+			if taken[BlockName(cidr)] {
+				continue
+			}
+			b, err := a.claim(ctx, node, cidr, cfg.strictAffinity)
+			if errors.Is(err, datastore.ErrAlreadyExists) {
+				taken[BlockName(cidr)] = true
+				continue
+			}
+			if err != nil {
+				return nil, pool{}, err
+			}
+			return b, p, nil
+		}
+	}
+	return nil, pool{}, errNoFreeBlock
+}
+
+// nthBlock is the i-th block of size bits in a pool.
+func nthBlock(poolCIDR netip.Prefix, bits, i int) netip.Prefix {
+	size := 1 << (poolCIDR.Addr().BitLen() - bits)
+	return netip.PrefixFrom(addrAt(poolCIDR, i*size), bits)
+}
+
+// claim makes node the block's affine node: a pending BlockAffinity, then the block
+// itself (only one writer can create it), then the affinity confirmed. It returns
+// ErrAlreadyExists when another node holds the block.
+func (a *Allocator) claim(ctx context.Context, node string, cidr netip.Prefix, strict bool) (*v1.IPAMBlock, error) {
+	aff := &v1.BlockAffinity{
+		ObjectMeta: metav1.ObjectMeta{Name: AffinityName(node, cidr), Labels: map[string]string{LabelNode: node}},
+		Spec:       v1.BlockAffinitySpec{State: v1.BlockAffinityPending, Node: node, CIDR: cidr.String()},
+	}
+	created, err := datastore.Create(ctx, a.s, aff)
+	switch {
+	case errors.Is(err, datastore.ErrAlreadyExists):
+		// A claim of ours that did not finish: take it up again.
+		if created, err = datastore.Get[*v1.BlockAffinity](ctx, a.s, "", aff.Name); err != nil {
+			return nil, fmt.Errorf("read own affinity %s: %w", aff.Name, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("claim %s for %s: %w", cidr, node, err)
+	}
+	block, err := datastore.Create(ctx, a.s, newBlock(cidr, node, strict, a.now()))
+	if errors.Is(err, datastore.ErrAlreadyExists) {
+		existing, gerr := datastore.Get[*v1.IPAMBlock](ctx, a.s, "", BlockName(cidr))
+		if gerr == nil && affineNode(existing) == node {
+			block, err = existing, nil // our own earlier claim
+		} else {
+			a.dropAffinity(ctx, created)
+			return nil, fmt.Errorf("claim %s: %w", cidr, datastore.ErrAlreadyExists)
+		}
+	}
+	if err != nil {
+		a.dropAffinity(ctx, created)
+		return nil, fmt.Errorf("create block %s: %w", cidr, err)
+	}
+	if created.Spec.State != v1.BlockAffinityConfirmed {
+		created.Spec.State = v1.BlockAffinityConfirmed
+		if _, err := datastore.Update(ctx, a.s, created); err != nil {
+			// The block is ours either way; a later check confirms the affinity.
+			a.log.Sugar().Warnw("confirm block affinity", "affinity", created.Name, "error", err)
+		}
+	}
+	a.log.Sugar().Infow("claimed block", "block", cidr.String(), "node", node)
+	return block, nil
+}
+
+func (a *Allocator) dropAffinity(ctx context.Context, aff *v1.BlockAffinity) {
+	err := a.s.Delete(context.WithoutCancel(ctx), datastore.KindBlockAffinity, "", aff.Name, datastore.DeleteOptions{})
+	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		a.log.Sugar().Warnw("drop pending affinity", "affinity", aff.Name, "error", err)
+	}
+}
