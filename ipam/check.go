@@ -182,7 +182,7 @@ func (a *Allocator) observe(ctx context.Context) ([]Problem, Report, error) {
 	var out []Problem
 	rep := Report{Blocks: len(w.blocks), Handles: len(w.handles)}
 	counted := map[string]map[string]int{} // handle -> block -> count
-	blockNames := map[string]string{}       // block name -> affine node
+	blockNames := map[string]string{}      // block name -> affine node
 	for _, b := range w.blocks {
 		cidr, err := blockCIDR(b)
 		if err != nil {
