@@ -1,0 +1,76 @@
+// Package benchutil holds what every benchmark shares: the RESULT line, percentiles and
+// a real Kubernetes control plane to run against.
+package benchutil
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/tabbynet/tabby/test/k8senv"
+)
+
+// Result prints the closing line every benchmark ends with:
+//
+//	RESULT <name> ours=<n><unit> ref=<n><unit>|- ratio=<n>|- goal=<goal> ok|short
+//
+// ref < 0 means there is no reference (printed as -).
+func Result(name string, ours float64, unit string, ref float64, goal string, ok bool) {
+	refS, ratioS := "-", "-"
+	if ref >= 0 {
+		refS = format(ref) + unit
+		if ref != 0 {
+			ratioS = strconv.FormatFloat(ours/ref, 'f', 2, 64)
+		}
+	}
+	verdict := "short"
+	if ok {
+		verdict = "ok"
+	}
+	fmt.Printf("RESULT %s ours=%s%s ref=%s ratio=%s goal=%s %s\n", name, format(ours), unit, refS, ratioS, goal, verdict)
+}
+
+func format(v float64) string {
+	switch {
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 1:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 3, 64)
+}
+
+// Percentile returns the p-th percentile (0-100) of ds, nearest rank.
+func Percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	idx := int(float64(len(s))*p/100+0.999999) - 1
+	if idx < 0 {
+		idx = 0
+	}
+	if idx >= len(s) {
+		idx = len(s) - 1
+	}
+	return s[idx]
+}
+
+// Ms is a duration in milliseconds.
+func Ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// StartKube starts etcd and kube-apiserver with Tabby's CRDs (run from the repo root).
+func StartKube(ctx context.Context) (*k8senv.Env, error) {
+	return k8senv.Start(ctx, k8senv.Options{CRDDir: "charts/tabby/crds",
+		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "  "+f+"\n", a...) }})
+}
+
+// Fatal prints err and exits 1.
+func Fatal(err error) {
+	fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+	os.Exit(1)
+}
