@@ -29,4 +29,6 @@ fi
 go mod download
 # Real Kubernetes control plane for the integration tests (built once, cached).
 hack/k8s-bins.sh >/dev/null
+# cnitool, the CNI runtime the CNI suites drive the plugin with.
+hack/cnitool.sh >/dev/null
 echo "deps: ok" >&2
