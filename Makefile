@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/tabbynet/tabby/ctl.Version=$(VERSION)
+LDFLAGS := -X github.com/tabbynet/tabby/ctl.Version=$(VERSION) -X main.Version=$(VERSION)
 BIN := bin
 TEST_TIMEOUT ?= 25m
 

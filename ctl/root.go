@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -42,6 +43,9 @@ type Options struct {
 	// ServerVersion returns the API server's gitVersion for "version"; default asks
 	// discovery. With Store set it is called with a nil config.
 	ServerVersion func(cfg *rest.Config) (string, error)
+	// Now is the clock "ipam" measures ages against and stamps reports with; default
+	// time.Now.
+	Now func() time.Time
 }
 
 // Execute runs tabbyctl with args (without the program name) against the cluster the
@@ -77,6 +81,9 @@ func Run(args []string, o Options) int {
 	}
 	if o.ServerVersion == nil {
 		o.ServerVersion = discoveryVersion
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	g := &globals{opts: o, stdout: o.Stdout, stderr: o.Stderr}
 	root := newRootCmd(g)
@@ -197,6 +204,8 @@ Exit codes: 0 success, 1 failure, 2 bad usage.`,
 		newLabelCmd(g),
 		newValidateCmd(g),
 		newVersionCmd(g),
+		newIPAMCmd(g),
+		newNodeCmd(g),
 	)
 	return root
 }

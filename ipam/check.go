@@ -278,14 +278,11 @@ func (a *Allocator) ReleaseProblems(ctx context.Context, probs []Problem) ([]str
 			if err != nil {
 				continue
 			}
-			info, err := a.Lookup(ctx, ip)
-			if err != nil {
-				return done, err
-			}
-			if !info.Allocated || info.Handle != p.Handle || info.Attrs[AttrTimestamp] != p.Since {
+			err = a.ReleaseIPHeldBy(ctx, ip, p.Handle, p.Since)
+			if errors.Is(err, ErrNotAllocated) {
 				continue // changed since the report: not ours to touch
 			}
-			if err := a.ReleaseIP(ctx, ip); err != nil && !errors.Is(err, ErrNotAllocated) {
+			if err != nil {
 				return done, err
 			}
 			done = append(done, fmt.Sprintf("released %s (%s)", ip, p.Handle))
@@ -293,7 +290,14 @@ func (a *Allocator) ReleaseProblems(ctx context.Context, probs []Problem) ([]str
 			if p.Object == "" {
 				continue
 			}
-			err := a.s.Delete(ctx, datastore.KindBlockAffinity, "", p.Object, datastore.DeleteOptions{})
+			still, err := a.affinityStillBad(ctx, p)
+			if err != nil {
+				return done, err
+			}
+			if !still {
+				continue
+			}
+			err = a.s.Delete(ctx, datastore.KindBlockAffinity, "", p.Object, datastore.DeleteOptions{})
 			if err != nil && !errors.Is(err, datastore.ErrNotFound) {
 				return done, fmt.Errorf("delete affinity %s: %w", p.Object, err)
 			}
@@ -301,4 +305,46 @@ func (a *Allocator) ReleaseProblems(ctx context.Context, probs []Problem) ([]str
 		}
 	}
 	return done, nil
+}
+
+// affinityStillBad re-checks an affinity problem right before acting on it: the node is
+// still missing, or the block still does not belong to the affinity's node.
+func (a *Allocator) affinityStillBad(ctx context.Context, p Problem) (bool, error) {
+	af, err := datastore.Get[*v1.BlockAffinity](ctx, a.s, "", p.Object)
+	if errors.Is(err, datastore.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read affinity %s: %w", p.Object, err)
+	}
+	if p.Kind == ProblemMissingNode {
+		labels, err := a.nodeExists(ctx, af.Spec.Node)
+		return !labels, err
+	}
+	cidr, err := netip.ParsePrefix(af.Spec.CIDR)
+	if err != nil {
+		return true, nil
+	}
+	b, err := datastore.Get[*v1.IPAMBlock](ctx, a.s, "", BlockName(cidr))
+	if errors.Is(err, datastore.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read block %s: %w", cidr, err)
+	}
+	return affineNode(b) != af.Spec.Node, nil
+}
+
+// nodeExists says whether a Tabby or Kubernetes Node of that name exists.
+func (a *Allocator) nodeExists(ctx context.Context, node string) (bool, error) {
+	for _, k := range []datastore.Kind{datastore.KindNode, datastore.KindK8sNode} {
+		_, err := a.s.Get(ctx, k, "", node)
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, datastore.ErrNotFound) {
+			return false, fmt.Errorf("read node %s: %w", node, err)
+		}
+	}
+	return false, nil
 }

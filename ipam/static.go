@@ -81,6 +81,19 @@ func contains(s []string, v string) bool {
 
 // ReleaseIP frees one address, whoever holds it.
 func (a *Allocator) ReleaseIP(ctx context.Context, ip netip.Addr) error {
+	return a.releaseIP(ctx, ip, nil)
+}
+
+// ReleaseIPHeldBy frees ip only while handleID still holds it (and, when since is
+// not empty, only the allocation made at that time): a tool acting on an old report
+// never frees an address that has since gone to someone else.
+func (a *Allocator) ReleaseIPHeldBy(ctx context.Context, ip netip.Addr, handleID, since string) error {
+	return a.releaseIP(ctx, ip, func(h string, attrs map[string]string) bool {
+		return h == handleID && (since == "" || attrs[AttrTimestamp] == since)
+	})
+}
+
+func (a *Allocator) releaseIP(ctx context.Context, ip netip.Addr, holds func(string, map[string]string) bool) error {
 	all, err := a.allPools(ctx)
 	if err != nil {
 		return err
@@ -93,10 +106,15 @@ func (a *Allocator) ReleaseIP(ctx context.Context, ip netip.Addr) error {
 	if b == nil || isFree(b, ord) {
 		return fmt.Errorf("%w: %s", ErrNotAllocated, ip)
 	}
-	handle, _ := handleAt(b, ord)
+	handle, attrs := handleAt(b, ord)
+	if holds != nil && !holds(handle, attrs) {
+		return fmt.Errorf("%w: %s is now held by %s", ErrNotAllocated, ip, describeOwner(handle, attrs))
+	}
+	stamp := attrs[AttrTimestamp]
 	got, err := a.releaseInBlock(ctx, cidr, func(nb *v1.IPAMBlock) []int {
-		if h, _ := handleAt(nb, ord); h != handle || isFree(nb, ord) {
-			return nil
+		h, at := handleAt(nb, ord)
+		if isFree(nb, ord) || h != handle || at[AttrTimestamp] != stamp {
+			return nil // changed under us: the compare-and-swap loop re-reads and decides again
 		}
 		return []int{ord}
 	})
@@ -104,7 +122,7 @@ func (a *Allocator) ReleaseIP(ctx context.Context, ip netip.Addr) error {
 		return err
 	}
 	if len(got) == 0 {
-		return fmt.Errorf("%w: %s (released meanwhile)", ErrNotAllocated, ip)
+		return fmt.Errorf("%w: %s (released or reallocated meanwhile)", ErrNotAllocated, ip)
 	}
 	if handle != "" {
 		return a.adjustHandle(ctx, handle, cidr, -1)
