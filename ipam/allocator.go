@@ -13,6 +13,7 @@ import (
 	v1 "github.com/tabbynet/tabby/api/v1"
 	"github.com/tabbynet/tabby/datastore"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 )
 
 // Allocator hands out and releases addresses. It is safe for concurrent use, also by
@@ -64,8 +65,12 @@ func (a *Allocator) Assign(ctx context.Context, req Request) (Allocation, error)
 	attrs[AttrTimestamp] = a.now().UTC().Format(time.RFC3339)
 	req.Attrs = attrs
 
-	set, err := a.settings(ctx)
-	if err != nil {
+	// Settings and the node's labels are independent reads: fetch them together.
+	var set *settings
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { set, err = a.settings(gctx); return err })
+	g.Go(func() error { _, err := a.cachedNodeLabels(gctx, req.Node); return err })
+	if err := g.Wait(); err != nil {
 		return Allocation{}, err
 	}
 	if req.IP.IsValid() {

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // DefaultCacheTTL is how long an Allocator reuses pools, the IPAM configuration,
@@ -39,19 +41,15 @@ func (a *Allocator) settings(ctx context.Context) (*settings, error) {
 	if cur != nil && a.now().Sub(cur.at) < a.ttl {
 		return cur, nil
 	}
-	pools, err := a.allPools(ctx)
-	if err != nil {
+	// Three independent reads: in flight together over one connection.
+	s := &settings{at: a.now()}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { s.pools, err = a.allPools(gctx); return err })
+	g.Go(func() (err error) { s.cfg, err = a.config(gctx); return err })
+	g.Go(func() (err error) { s.reserved, s.resNames, err = a.reservations(gctx); return err })
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	cfg, err := a.config(ctx)
-	if err != nil {
-		return nil, err
-	}
-	reserved, names, err := a.reservations(ctx)
-	if err != nil {
-		return nil, err
-	}
-	s := &settings{at: a.now(), pools: pools, cfg: cfg, reserved: reserved, resNames: names}
 	a.cache.mu.Lock()
 	a.cache.cur = s
 	a.cache.mu.Unlock()

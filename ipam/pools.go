@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 
 	v1 "github.com/tabbynet/tabby/api/v1"
 	"github.com/tabbynet/tabby/api/v1/selector"
@@ -71,21 +72,41 @@ func (a *Allocator) allPools(ctx context.Context) ([]pool, error) {
 }
 
 // nodeLabels are the labels IPPool.nodeSelector sees: the Tabby Node's, else the
-// Kubernetes Node's, else none.
+// Kubernetes Node's, else none. Both are read at once.
 func (a *Allocator) nodeLabels(ctx context.Context, node string) (map[string]string, error) {
-	n, err := datastore.Get[*v1.Node](ctx, a.s, "", node)
-	if err == nil {
-		return n.Labels, nil
-	}
-	if !errors.Is(err, datastore.ErrNotFound) {
-		return nil, fmt.Errorf("read Node %q: %w", node, err)
-	}
-	kn, err := datastore.Get[*corev1.Node](ctx, a.s, "", node)
-	if err == nil {
-		return kn.Labels, nil
-	}
-	if !errors.Is(err, datastore.ErrNotFound) {
-		return nil, fmt.Errorf("read Kubernetes Node %q: %w", node, err)
+	var tabby, kube map[string]string
+	var tabbyErr, kubeErr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		n, err := datastore.Get[*v1.Node](ctx, a.s, "", node)
+		if err == nil {
+			tabby = n.Labels
+			if tabby == nil {
+				tabby = map[string]string{}
+			}
+		}
+		tabbyErr = err
+	}()
+	go func() {
+		defer wg.Done()
+		n, err := datastore.Get[*corev1.Node](ctx, a.s, "", node)
+		if err == nil {
+			kube = n.Labels
+		}
+		kubeErr = err
+	}()
+	wg.Wait()
+	switch {
+	case tabby != nil:
+		return tabby, nil
+	case !errors.Is(tabbyErr, datastore.ErrNotFound):
+		return nil, fmt.Errorf("read Node %q: %w", node, tabbyErr)
+	case kubeErr == nil:
+		return kube, nil
+	case !errors.Is(kubeErr, datastore.ErrNotFound):
+		return nil, fmt.Errorf("read Kubernetes Node %q: %w", node, kubeErr)
 	}
 	return map[string]string{}, nil
 }

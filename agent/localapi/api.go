@@ -1,0 +1,109 @@
+// Package localapi is the wire format and the client of tabby-node's local API: HTTP
+// with JSON bodies over a unix socket on the node (default DefaultSocket), read by
+// `tabbyctl node status` and `tabbyctl node routes`.
+//
+// It owns the paths, the JSON shapes and a small client that turns "nobody listens on
+// the socket" into ErrNotRunning. It imports only the standard library, so tabbyctl
+// reaches the agent without linking the agent.
+package localapi
+
+import "time"
+
+// DefaultSocket is where tabby-node serves the local API unless told otherwise.
+const DefaultSocket = "/var/run/tabby/tabby-node.sock"
+
+// Paths of the local API; each answers GET only.
+const (
+	PathStatus    = "/status"
+	PathEndpoints = "/endpoints"
+	PathRoutes    = "/routes"
+)
+
+// Status is the answer of GET /status: who the agent is, whether it is ready, and what
+// the dataplane reports.
+type Status struct {
+	Node    string `json:"node"`
+	Version string `json:"version"`
+	// StartTime is when the agent started; Uptime is the time since, rounded to the
+	// second, as a Go duration ("1h2m3s"); UptimeSeconds the same in seconds.
+	StartTime     time.Time `json:"startTime"`
+	Uptime        string    `json:"uptime"`
+	UptimeSeconds float64   `json:"uptimeSeconds"`
+	// Ready is what /readyz answers; NotReady says why it is false.
+	Ready    bool     `json:"ready"`
+	NotReady []string `json:"notReady,omitempty"`
+	// NodeIP is the node's IPv4 address with its prefix length; NodeIPSource says how
+	// it was found ("--ip", "first-found", "interface=eth.*", ...) and on which
+	// interface.
+	NodeIP       string `json:"nodeIP"`
+	NodeIPSource string `json:"nodeIPSource"`
+	// Registered is true once the tabby.dev Node resource holds the node's address.
+	Registered bool            `json:"registered"`
+	Datastore  DatastoreStatus `json:"datastore"`
+	// HealthAddr and MetricsAddr are the addresses the agent's HTTP servers listen on
+	// ("" when disabled).
+	HealthAddr  string      `json:"healthAddr,omitempty"`
+	MetricsAddr string      `json:"metricsAddr,omitempty"`
+	Felix       FelixStatus `json:"felix"`
+}
+
+// DatastoreStatus is the result of the agent's last datastore check.
+type DatastoreStatus struct {
+	Reachable bool      `json:"reachable"`
+	LastCheck time.Time `json:"lastCheck,omitempty"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// FelixStatus is the dataplane's report.
+type FelixStatus struct {
+	// InSync is true when the kernel matches the desired state of the last apply.
+	InSync bool `json:"inSync"`
+	// LastApply is when the dataplane last applied a change (absent if never).
+	LastApply *time.Time  `json:"lastApply,omitempty"`
+	LastError string      `json:"lastError,omitempty"`
+	Endpoints []Endpoint  `json:"endpoints"`
+	Routes    RouteCounts `json:"routes"`
+}
+
+// Endpoint is one local workload interface as the dataplane sees it.
+type Endpoint struct {
+	Namespace  string   `json:"namespace"`
+	Name       string   `json:"name"`
+	Workload   string   `json:"workload"`
+	Interface  string   `json:"interface"`
+	IPs        []string `json:"ips"`
+	Programmed bool     `json:"programmed"`
+	Message    string   `json:"message,omitempty"`
+}
+
+// RouteCounts counts the routes the dataplane owns in the kernel.
+type RouteCounts struct {
+	Local     int `json:"local"`
+	Blackhole int `json:"blackhole"`
+	Learned   int `json:"learned"`
+}
+
+// Route is one kernel route the dataplane owns.
+type Route struct {
+	Dst      string   `json:"dst"`
+	Dev      string   `json:"dev,omitempty"`
+	Via      []string `json:"via,omitempty"`
+	Protocol int      `json:"protocol"`
+	// Kind is local, blackhole or learned.
+	Kind string `json:"kind"`
+}
+
+// EndpointList is the answer of GET /endpoints.
+type EndpointList struct {
+	Endpoints []Endpoint `json:"endpoints"`
+}
+
+// RouteList is the answer of GET /routes.
+type RouteList struct {
+	Routes []Route `json:"routes"`
+}
+
+// Error is the body of every answer with a status code other than 200.
+type Error struct {
+	Error string `json:"error"`
+}
