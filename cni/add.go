@@ -44,6 +44,8 @@ func (p *Plugin) add(c *call) (err error) {
 	if err := c.k8s.require(); err != nil {
 		return err
 	}
+	handle := ipam.PodHandle(c.k8s.Namespace, c.k8s.Pod, c.k8s.ContainerID)
+	held := c.prefetch(handle)
 	pod, err := c.getPod()
 	if err != nil {
 		return err
@@ -59,8 +61,7 @@ func (p *Plugin) add(c *call) (err error) {
 		}
 	}()
 
-	handle := ipam.PodHandle(c.k8s.Namespace, c.k8s.Pod, c.k8s.ContainerID)
-	ip, err := c.assign(handle, want, &undo)
+	ip, err := c.assign(handle, want, held, &undo)
 	if err != nil {
 		return err
 	}
@@ -132,10 +133,37 @@ func (c *call) getPod() (*corev1.Pod, error) {
 
 // assign gets the pod's address. An address the handle already holds (a repeated ADD)
 // is reused and not released on failure; a new one is, through undo.
-func (c *call) assign(handle string, want podIPAM, undo *undoStack) (netip.Addr, error) {
-	ctx, cancel := c.ctx()
-	held, err := c.ipam.AddressesOf(ctx, handle)
-	cancel()
+// prefetch starts, while the caller reads its Pod, the reads an ADD needs next: the
+// addresses the handle already holds (a retried ADD) and IPAM's pools and settings. It
+// returns a function that waits for the held addresses.
+func (c *call) prefetch(handle string) func() ([]netip.Addr, error) {
+	type result struct {
+		held []netip.Addr
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := c.ctx()
+		defer cancel()
+		warmed := make(chan struct{})
+		go func() {
+			defer close(warmed)
+			if err := c.ipam.Warm(ctx, c.node); err != nil {
+				c.log.Debug("warm ipam", zap.Error(err)) // Assign reads again and reports it
+			}
+		}()
+		held, err := c.ipam.AddressesOf(ctx, handle)
+		<-warmed
+		done <- result{held, err}
+	}()
+	return func() ([]netip.Addr, error) {
+		r := <-done
+		return r.held, r.err
+	}
+}
+
+func (c *call) assign(handle string, want podIPAM, prefetched func() ([]netip.Addr, error), undo *undoStack) (netip.Addr, error) {
+	held, err := prefetched()
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("read the addresses of handle %s: %w", handle, err)
 	}
@@ -168,7 +196,7 @@ func (c *call) assign(handle string, want podIPAM, undo *undoStack) (netip.Addr,
 			ipam.AttrType:      "pod",
 		},
 	}
-	ctx, cancel = c.ctx()
+	ctx, cancel := c.ctx()
 	alloc, err := c.ipam.Assign(ctx, req)
 	cancel()
 	if err != nil {

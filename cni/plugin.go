@@ -22,6 +22,8 @@ type IPAM interface {
 	Assign(ctx context.Context, req ipam.Request) (ipam.Allocation, error)
 	ReleaseHandle(ctx context.Context, handleID string) ([]netip.Addr, error)
 	AddressesOf(ctx context.Context, handleID string) ([]netip.Addr, error)
+	// Warm pre-reads what an Assign for node needs (pools, configuration, labels).
+	Warm(ctx context.Context, node string) error
 }
 
 // Plugin is the CNI plugin. Its fields are what main injects; nil ones take defaults.

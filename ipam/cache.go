@@ -76,3 +76,13 @@ func (a *Allocator) cachedNodeLabels(ctx context.Context, node string) (map[stri
 	a.cache.mu.Unlock()
 	return l, nil
 }
+
+// Warm reads the pools, configuration, reservations and node labels an Assign for node
+// needs, so that a caller with other work to do first (the CNI plugin reading its Pod)
+// can overlap them with it.
+func (a *Allocator) Warm(ctx context.Context, node string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { _, err := a.settings(gctx); return err })
+	g.Go(func() error { _, err := a.cachedNodeLabels(gctx, node); return err })
+	return g.Wait()
+}

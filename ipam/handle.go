@@ -16,6 +16,19 @@ import (
 func (a *Allocator) adjustHandle(ctx context.Context, handleID string, cidr netip.Prefix, delta int) error {
 	name := HandleName(handleID)
 	key := cidr.String()
+	if delta > 0 {
+		// The common case (a new pod, a new VM interface) is a new handle: try that first
+		// and save a round trip.
+		h := &v1.IPAMHandle{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: v1.IPAMHandleSpec{HandleID: handleID, Block: map[string]int{key: delta}}}
+		_, err := datastore.Create(ctx, a.s, h)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, datastore.ErrAlreadyExists) {
+			return fmt.Errorf("create handle %s: %w", handleID, err)
+		}
+	}
 	for attempt := 0; attempt < a.retries; attempt++ {
 		h, err := datastore.Get[*v1.IPAMHandle](ctx, a.s, "", name)
 		if errors.Is(err, datastore.ErrNotFound) {
