@@ -58,6 +58,10 @@ func (c *kube) get(ctx context.Context, k Kind, ns, name string) (Object, error)
 func (c *kube) list(ctx context.Context, k Kind, opts ListOptions) ([]Object, string, error) {
 	var out []Object
 	lo := metav1.ListOptions{LabelSelector: opts.LabelSelector, Limit: listPageSize}
+	if opts.AllowStale {
+		// resourceVersion=0: any version the cache has; the cache ignores Limit.
+		lo.ResourceVersion, lo.Limit = "0", 0
+	}
 	for {
 		ul, err := c.res(k, opts.Namespace).List(ctx, lo)
 		if err != nil {

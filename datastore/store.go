@@ -27,6 +27,12 @@ type ListOptions struct {
 	Namespace string
 	// LabelSelector in Kubernetes syntax (app=web,tier!=db).
 	LabelSelector string
+	// AllowStale lets the API server answer from its watch cache, which may lag the
+	// latest write by a moment, instead of a consistent read. A consistent list of a
+	// kind nobody wrote lately can wait ~70 ms for etcd's progress notification (API
+	// servers with ConsistentListFromCache, 1.31+); use this for reads the caller caches
+	// or re-checks anyway. Ignored by Watch.
+	AllowStale bool
 }
 
 // DeleteOptions carries an optional precondition.

@@ -17,6 +17,7 @@ func (s *store) Watch(ctx context.Context, k Kind, opts WatchOptions) (<-chan Ev
 		return nil, fmt.Errorf("watch: %w: empty Kind", ErrUnknownKind)
 	}
 	opts.Namespace = scope(k, opts.Namespace)
+	opts.AllowStale = false
 	// The first list happens here so that a dead datastore is an error to the caller,
 	// not a silent retry loop.
 	objs, rv, err := s.b.list(ctx, k, opts.ListOptions)

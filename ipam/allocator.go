@@ -166,7 +166,9 @@ func (a *Allocator) tryAssign(ctx context.Context, req Request, pools []pool, cf
 		return Allocation{}, fmt.Errorf("%w: node %s: its %d blocks are full, no free block is left in pools %s, and strictAffinity forbids borrowing",
 			ErrNoFreeAddress, req.Node, len(affine), poolNames(pools))
 	}
-	blocks, err := datastore.List[*v1.IPAMBlock](ctx, a.s, datastore.ListOptions{})
+	// Stale reads are safe here: every write is CAS on the block, so a stale view costs
+	// a retry, never a duplicate.
+	blocks, err := datastore.List[*v1.IPAMBlock](ctx, a.s, datastore.ListOptions{AllowStale: true})
 	if err != nil {
 		return Allocation{}, fmt.Errorf("list blocks to borrow from: %w", err)
 	}
@@ -228,7 +230,7 @@ type affineBlock struct {
 // affineBlocks lists the node's confirmed blocks in the candidate pools, the one that
 // last had room first.
 func (a *Allocator) affineBlocks(ctx context.Context, node string, pools []pool) ([]affineBlock, error) {
-	blocks, err := datastore.List[*v1.IPAMBlock](ctx, a.s, datastore.ListOptions{LabelSelector: LabelNode + "=" + node})
+	blocks, err := datastore.List[*v1.IPAMBlock](ctx, a.s, datastore.ListOptions{LabelSelector: LabelNode + "=" + node, AllowStale: true})
 	if err != nil {
 		return nil, fmt.Errorf("list blocks of node %s: %w", node, err)
 	}

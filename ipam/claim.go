@@ -15,7 +15,8 @@ var errNoFreeBlock = errors.New("no free block")
 
 // claimFreeBlock claims the first unclaimed block of the candidate pools for node.
 func (a *Allocator) claimFreeBlock(ctx context.Context, node string, pools []pool, cfg config) (*v1.IPAMBlock, pool, error) {
-	blocks, err := datastore.List[*v1.IPAMBlock](ctx, a.s, datastore.ListOptions{})
+	// A stale list only costs an AlreadyExists on create, which is atomic.
+	blocks, err := datastore.List[*v1.IPAMBlock](ctx, a.s, datastore.ListOptions{AllowStale: true})
 	if err != nil {
 		return nil, pool{}, fmt.Errorf("list blocks: %w", err)
 	}

@@ -52,7 +52,7 @@ func (p pool) blockOf(addr netip.Addr) netip.Prefix {
 
 // allPools lists every IPPool, sorted by name.
 func (a *Allocator) allPools(ctx context.Context) ([]pool, error) {
-	objs, err := datastore.List[*v1.IPPool](ctx, a.s, datastore.ListOptions{})
+	objs, err := datastore.List[*v1.IPPool](ctx, a.s, datastore.ListOptions{AllowStale: true})
 	if err != nil {
 		return nil, fmt.Errorf("list IPPools: %w", err)
 	}
@@ -182,7 +182,7 @@ func (a *Allocator) candidatePools(ctx context.Context, req Request, all []pool)
 
 // reservations returns a test for reserved addresses.
 func (a *Allocator) reservations(ctx context.Context) (func(netip.Addr) bool, []string, error) {
-	objs, err := datastore.List[*v1.IPReservation](ctx, a.s, datastore.ListOptions{})
+	objs, err := datastore.List[*v1.IPReservation](ctx, a.s, datastore.ListOptions{AllowStale: true})
 	if err != nil {
 		return nil, nil, fmt.Errorf("list IPReservations: %w", err)
 	}
