@@ -1,0 +1,194 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/tabbynet/tabby/agent/localapi"
+	"github.com/tabbynet/tabby/datastore"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Defaults of the agent's settings.
+const (
+	DefaultHealthAddr     = "127.0.0.1:9099"
+	DefaultMetricsAddr    = "127.0.0.1:9091"
+	DefaultSocket         = localapi.DefaultSocket
+	DefaultNodenameFile   = "/var/lib/tabby/nodename"
+	DefaultAutodetect     = "first-found"
+	DefaultResyncInterval = 90 * time.Second
+)
+
+// Config is the agent's configuration, from flags and the environment.
+type Config struct {
+	NodeName       string
+	Kubeconfig     string
+	LogLevel       string
+	LogFormat      string
+	HealthAddr     string
+	MetricsAddr    string
+	Socket         string
+	IP             string // the node's IPv4 address with prefix; "" means autodetect
+	IPAutodetect   string
+	NodenameFile   string
+	ResyncInterval time.Duration
+	ShowVersion    bool
+}
+
+// setting is one flag and the environment variables that may set it, in order.
+type setting struct {
+	flag string
+	env  []string
+}
+
+var settings = []setting{
+	{"node-name", []string{"NODENAME", "TABBY_NODENAME"}},
+	{"kubeconfig", []string{"KUBECONFIG"}},
+	{"log-level", []string{"TABBY_LOG_LEVEL"}},
+	{"log-format", []string{"TABBY_LOG_FORMAT"}},
+	{"health-addr", []string{"TABBY_HEALTH_ADDR"}},
+	{"metrics-addr", []string{"TABBY_METRICS_ADDR"}},
+	{"socket", []string{"TABBY_SOCKET"}},
+	{"ip", []string{"IP"}},
+	{"ip-autodetect", []string{"IP_AUTODETECTION_METHOD"}},
+	{"nodename-file", []string{"TABBY_NODENAME_FILE"}},
+	{"resync-interval", []string{"TABBY_RESYNC_INTERVAL"}},
+}
+
+// FlagSet returns the agent's flags bound to c, with their defaults.
+func (c *Config) FlagSet(out io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("tabby-node", pflag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.SortFlags = false
+	fs.StringVar(&c.NodeName, "node-name", "", "this node's name (env NODENAME or TABBY_NODENAME; default: the hostname)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig of the datastore (env KUBECONFIG; default: in-cluster config)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error (env TABBY_LOG_LEVEL)")
+	fs.StringVar(&c.LogFormat, "log-format", "json", "json or console (env TABBY_LOG_FORMAT)")
+	fs.StringVar(&c.HealthAddr, "health-addr", DefaultHealthAddr, `address of /livez and /readyz; "" disables (env TABBY_HEALTH_ADDR)`)
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", DefaultMetricsAddr, `address of /metrics; "" disables (env TABBY_METRICS_ADDR)`)
+	fs.StringVar(&c.Socket, "socket", DefaultSocket, "unix socket of the local API (env TABBY_SOCKET)")
+	fs.StringVar(&c.IP, "ip", "", `the node's IPv4 address with prefix length, e.g. 10.0.0.2/24; "" or "autodetect" detects it (env IP)`)
+	fs.StringVar(&c.IPAutodetect, "ip-autodetect", DefaultAutodetect, "how to detect the node's address: first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST or cidr=CIDR[,CIDR] (env IP_AUTODETECTION_METHOD)")
+	fs.StringVar(&c.NodenameFile, "nodename-file", DefaultNodenameFile, `file the node name is written to for the CNI plugin; "" disables (env TABBY_NODENAME_FILE)`)
+	fs.DurationVar(&c.ResyncInterval, "resync-interval", DefaultResyncInterval, "full resync period of the dataplane (env TABBY_RESYNC_INTERVAL)")
+	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	return fs
+}
+
+// ParseConfig reads the configuration from args (without the program name) and the
+// environment: a flag wins over its environment variable, which wins over the default.
+// The node name falls back to hostname(). The result is validated; pflag.ErrHelp is
+// returned after -h printed the usage to out.
+func ParseConfig(args []string, getenv func(string) string, hostname func() (string, error), out io.Writer) (Config, error) {
+	var c Config
+	fs := c.FlagSet(out)
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, s := range settings {
+		if fs.Changed(s.flag) {
+			continue
+		}
+		for _, name := range s.env {
+			if v, ok := lookup(getenv, name); ok {
+				if err := fs.Set(s.flag, v); err != nil {
+					return c, fmt.Errorf("environment variable %s=%q: %w", name, v, err)
+				}
+				break
+			}
+		}
+	}
+	if c.ShowVersion {
+		return c, nil
+	}
+	if c.NodeName == "" {
+		h, err := hostname()
+		if err != nil {
+			return c, fmt.Errorf("no --node-name and no hostname: %w", err)
+		}
+		c.NodeName = h
+	}
+	c.NodeName = strings.ToLower(strings.TrimSpace(c.NodeName))
+	return c, c.Validate()
+}
+
+// lookup reads an environment variable; an empty value counts as unset.
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+// Validate checks every setting and names the bad one.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("--node-name: empty"))
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level: %w", err))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		errs = append(errs, fmt.Errorf("--log-format: %q is not json or console", c.LogFormat))
+	}
+	for _, a := range []struct{ flag, v string }{{"--health-addr", c.HealthAddr}, {"--metrics-addr", c.MetricsAddr}} {
+		if a.v == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(a.v); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("%s: %q is not host:port", a.flag, a.v))
+		}
+	}
+	if c.Socket == "" {
+		errs = append(errs, errors.New("--socket: empty"))
+	}
+	if _, err := c.StaticIP(); err != nil {
+		errs = append(errs, fmt.Errorf("--ip: %w", err))
+	}
+	if _, err := ParseMethod(c.IPAutodetect); err != nil {
+		errs = append(errs, fmt.Errorf("--ip-autodetect: %w", err))
+	}
+	if c.ResyncInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--resync-interval: %v is not positive", c.ResyncInterval))
+	}
+	return errors.Join(errs...)
+}
+
+// StaticIP is the address --ip gives, or an invalid prefix when the address is to be
+// detected.
+func (c *Config) StaticIP() (netip.Prefix, error) {
+	if c.IP == "" || strings.EqualFold(c.IP, "autodetect") {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(c.IP)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 address with its prefix length, e.g. 10.0.0.2/24", c.IP)
+	}
+	return p, nil
+}
+
+// KubeStore opens the datastore through a kubeconfig (in-cluster configuration when
+// path is empty).
+func KubeStore(kubeconfig, userAgent string) (datastore.Store, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		if kubeconfig == "" {
+			return nil, fmt.Errorf("no --kubeconfig and no in-cluster configuration: %w", err)
+		}
+		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+	}
+	cfg.UserAgent = userAgent
+	s, err := datastore.NewKube(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("datastore: %w", err)
+	}
+	return s, nil
+}
