@@ -15,7 +15,8 @@
 //   - label.go: label;
 //   - validate.go: validate (offline);
 //   - version.go: version, and the Version variable set by the linker;
-//   - ipam.go and ipam_release.go: ipam show, ipam check and ipam release.
+//   - ipam.go and ipam_release.go: ipam show, ipam check and ipam release;
+//   - node.go: node status and node routes, over the local agent's socket.
 //
 // Exit codes: 0 success; 1 failure (an invalid resource, not found, a conflict, an
 // unreachable server); 2 bad usage (unknown command or flag, missing arguments, unknown
