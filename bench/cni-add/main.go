@@ -22,15 +22,14 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	v1 "github.com/tabbynet/tabby/api/v1"
 	"github.com/tabbynet/tabby/bench/internal/benchutil"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/test/k8senv"
+	"github.com/tabbynet/tabby/test/netnode"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
@@ -57,31 +56,18 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	cl := &cleanup{}
-
+	cl := &netnode.Cleanup{Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }}
 	// A signal cancels the run, whose deferred teardown then runs; a second signal (or a
-	// teardown that has not started within a minute) tears down from here and exits.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigs
-		fmt.Fprintf(os.Stderr, "bench: %v: stopping and cleaning up\n", s)
-		cancel()
-		select {
-		case <-sigs:
-		case <-time.After(time.Minute):
-		}
-		cl.run()
-		os.Exit(130)
-	}()
+	// teardown that has not started within a minute) tears down at once and exits.
+	stopSignals := cl.OnSignal(cancel)
 
 	before, err := hostState()
 	if err != nil {
 		benchutil.Fatal(err)
 	}
 	st, err := bench(ctx, cl, *n)
-	cl.run()
-	signal.Stop(sigs)
+	_ = cl.Run() // each failed step is reported by Logf
+	stopSignals()
 	if err != nil {
 		benchutil.Fatal(err)
 	}
@@ -102,11 +88,11 @@ type stats struct{ add, del, addCPU, delCPU []time.Duration }
 
 // bench sets everything up (registering its teardown with cl), adds and deletes n pods
 // and prints the figures.
-func bench(ctx context.Context, cl *cleanup, n int) (*stats, error) {
-	if err := sweepStale(); err != nil {
+func bench(ctx context.Context, cl *netnode.Cleanup, n int) (*stats, error) {
+	if err := sweepStale(ctx); err != nil {
 		return nil, err
 	}
-	id, err := newID()
+	id, err := netnode.RunID(namePrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +100,7 @@ func bench(ctx context.Context, cl *cleanup, n int) (*stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl.add("remove "+tmp, func() error { return os.RemoveAll(tmp) })
+	cl.Add("remove "+tmp, func() error { return os.RemoveAll(tmp) })
 	binDir, confDir := filepath.Join(tmp, "bin"), filepath.Join(tmp, "conf")
 	for _, d := range []string{binDir, confDir} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -124,12 +110,12 @@ func bench(ctx context.Context, cl *cleanup, n int) (*stats, error) {
 
 	step(" building tabby-cni into %s", binDir)
 	plugin := filepath.Join(binDir, "tabby-cni")
-	if _, err := run(ctx, "go", "build", "-o", plugin, "github.com/tabbynet/tabby/cmd/tabby-cni"); err != nil {
+	if err := netnode.Build(ctx, binDir, "github.com/tabbynet/tabby/cmd/tabby-cni"); err != nil {
 		return nil, fmt.Errorf("build tabby-cni: %w", err)
 	}
-	cnitool, err := findCnitool(ctx)
+	cnitool, err := netnode.FindCnitool(ctx, ".")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w (run from the repository root)", err)
 	}
 	step(" cnitool: %s", cnitool)
 
@@ -139,7 +125,7 @@ func bench(ctx context.Context, cl *cleanup, n int) (*stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl.add("stop the apiserver", env.Stop)
+	cl.Add("stop the apiserver", env.Stop)
 	store, err := datastore.NewKube(env.Config)
 	if err != nil {
 		return nil, err
@@ -151,24 +137,23 @@ func bench(ctx context.Context, cl *cleanup, n int) (*stats, error) {
 		}
 	}
 
-	node := &node{name: id + "-node", stub: id + "-stub"}
-	if err := node.setup(ctx, cl); err != nil {
-		return nil, err
-	}
-	server, err := node.forward(env.Config.Host, cl)
+	// The node namespace, with forwarding on and a default route via the stub namespace
+	// so proxy ARP answers for 169.254.1.1, as test/cni has it.
+	node, err := netnode.New(ctx, netnode.Options{Prefix: id, UplinkCIDR: uplinkNode, Gateway: uplinkStub, Cleanup: cl})
 	if err != nil {
 		return nil, err
 	}
+	step(" node namespace %s, stub namespace %s, uplink %s via %s", node.Name, node.Stub, uplinkNode, uplinkStub)
 	kubeconfig := filepath.Join(tmp, "kubeconfig")
-	if err := writeKubeconfig(env.Kubeconfig, server, kubeconfig); err != nil {
+	if err := node.ForwardKubeconfig(env.Kubeconfig, env.Config.Host, kubeconfig); err != nil {
 		return nil, err
 	}
 	network := id + "-net"
-	if err := writeConflist(confDir, network, node.name, kubeconfig, filepath.Join(tmp, "cni.log")); err != nil {
+	if err := writeConflist(confDir, network, node.Name, kubeconfig, filepath.Join(tmp, "cni.log")); err != nil {
 		return nil, err
 	}
-	cl.add("remove cnitool's cached results", func() error { return removeResults(network) })
-	tool := &runner{cnitool: cnitool, plugin: plugin, binDir: binDir, confDir: confDir, network: network, node: node.name}
+	cl.Add("remove cnitool's cached results", func() error { return netnode.RemoveCNIResults(network) })
+	tool := &runner{cnitool: cnitool, plugin: plugin, binDir: binDir, confDir: confDir, network: network, node: node.Name}
 
 	// The Kubernetes side: a namespace, the pool, the pods. The apiserver and all it holds
 	// go with env.Stop.
@@ -193,8 +178,7 @@ func bench(ctx context.Context, cl *cleanup, n int) (*stats, error) {
 	step(" creating %d pod network namespaces", n)
 	netnss := make([]string, n)
 	for i := range netnss {
-		netnss[i] = fmt.Sprintf("%s-pod%03d", id, i)
-		if err := addNetns(ctx, cl, netnss[i]); err != nil {
+		if netnss[i], err = node.NewPodNS(ctx, fmt.Sprintf("pod%03d", i)); err != nil {
 			return nil, err
 		}
 	}
@@ -207,7 +191,7 @@ func bench(ctx context.Context, cl *cleanup, n int) (*stats, error) {
 	fmt.Printf("cni-add: %d pods, cnitool add/del one after another (CNI %s), each in its own new netns, real kube-apiserver %s\n",
 		n, cniVersion, version)
 	fmt.Printf("  pool %s (/%d blocks), node namespace %s; timed from just before the exec of cnitool to its exit\n",
-		poolCIDR, blockSize, node.name)
+		poolCIDR, blockSize, node.Name)
 	st := &stats{}
 	pool := netip.MustParsePrefix(poolCIDR)
 	seen := map[netip.Addr]string{}

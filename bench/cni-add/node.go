@@ -3,129 +3,49 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	v1 "github.com/tabbynet/tabby/api/v1"
 	"github.com/tabbynet/tabby/bench/internal/benchutil"
 	tabbycni "github.com/tabbynet/tabby/cni"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/felix/routes"
+	"github.com/tabbynet/tabby/test/netnode"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // namePrefix starts every name the benchmark gives a namespace, file or object.
 const namePrefix = "tbench-"
 
-// cniResults is where cnitool (libcni) caches ADD results.
-const cniResults = "/var/lib/cni/results"
-
-// cleanup is the teardown: functions run once, last added first. A function added after
-// the teardown ran runs at once.
-type cleanup struct {
-	mu   sync.Mutex
-	fns  []func()
-	done bool
-}
-
-func (c *cleanup) add(what string, fn func() error) {
-	f := func() {
-		if err := fn(); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: teardown: %s: %v\n", what, err)
-		}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done {
-		f()
-		return
-	}
-	c.fns = append(c.fns, f)
-}
-
-func (c *cleanup) run() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done {
-		return
-	}
-	c.done = true
-	for i := len(c.fns) - 1; i >= 0; i-- {
-		c.fns[i]()
-	}
-}
-
-// newID is the prefix of every name of this run: tbench-<pid>-<random>. The pid lets a
-// later run recognise what a killed run left behind.
-func newID() (string, error) {
-	b := make([]byte, 3)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("%s%d-%s", namePrefix, os.Getpid(), hex.EncodeToString(b)), nil
-}
-
-var staleName = regexp.MustCompile(`^` + namePrefix + `([0-9]+)-[0-9a-f]{6}-`)
-
-// sweepStale removes the network namespaces and cached cnitool results of earlier runs
-// whose process is gone (killed before it could tear down). A run that is alive is
-// left alone.
-func sweepStale() error {
-	dead := func(name string) bool {
-		m := staleName.FindStringSubmatch(name)
-		if m == nil {
-			return false
-		}
-		pid, err := strconv.Atoi(m[1])
-		if err != nil || pid == os.Getpid() {
-			return false
-		}
-		err = syscall.Kill(pid, 0)
-		return errors.Is(err, syscall.ESRCH)
-	}
-	entries, err := os.ReadDir("/run/netns")
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+// sweepStale removes the network namespaces, cached cnitool results and temporary
+// directories of earlier runs whose process is gone (killed before it could tear down).
+// A run that is alive is left alone.
+func sweepStale(ctx context.Context) error {
+	if err := netnode.SweepNetns(ctx, namePrefix, func(f string, a ...any) { step(" "+f, a...) }); err != nil {
 		return err
 	}
-	for _, e := range entries {
-		if dead(e.Name()) {
-			step(" removing network namespace %s left by a killed run", e.Name())
-			if _, err := run(context.Background(), "ip", "netns", "del", e.Name()); err != nil {
-				return err
-			}
-		}
-	}
-	files, _ := filepath.Glob(filepath.Join(cniResults, namePrefix+"*"))
+	files, _ := filepath.Glob(filepath.Join(netnode.CNIResults, namePrefix+"*"))
 	for _, f := range files {
-		if dead(filepath.Base(f)) {
+		if netnode.LeftByDeadRun(namePrefix, filepath.Base(f)) {
 			_ = os.Remove(f)
 		}
 	}
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), namePrefix+"*"))
 	for _, d := range dirs {
-		if dead(filepath.Base(d)) {
+		if netnode.LeftByDeadRun(namePrefix, filepath.Base(d)) {
 			step(" removing %s left by a killed run", d)
 			_ = os.RemoveAll(d)
 		}
@@ -150,206 +70,13 @@ func withTempDir[T any](dir string, f func() (T, error)) (T, error) {
 	return f()
 }
 
-// run executes a command and returns its combined output; an error carries the output.
-func run(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return out.String(), nil
-}
-
-// teardownRun is run for a teardown step, with its own deadline.
-func teardownRun(name string, args ...string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err := run(ctx, name, args...)
-	return err
-}
-
-// findCnitool takes $TABBY_CNITOOL or runs hack/cnitool.sh, which installs cnitool once
-// and prints its path.
-func findCnitool(ctx context.Context) (string, error) {
-	if p := os.Getenv("TABBY_CNITOOL"); p != "" {
-		return p, nil
-	}
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join("hack", "cnitool.sh"))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("hack/cnitool.sh (run from the repository root): %w: %s", err, stderr.String())
-	}
-	fields := strings.Fields(string(out))
-	if len(fields) == 0 {
-		return "", errors.New("hack/cnitool.sh printed no path")
-	}
-	p := fields[len(fields)-1]
-	if _, err := os.Stat(p); err != nil {
-		return "", err
-	}
-	return p, nil
-}
-
-// addNetns creates a network namespace with lo up, deleted in the teardown.
-func addNetns(ctx context.Context, cl *cleanup, name string) error {
-	if _, err := run(ctx, "ip", "netns", "add", name); err != nil {
-		return err
-	}
-	cl.add("delete network namespace "+name, func() error { return teardownRun("ip", "netns", "del", name) })
-	_, err := run(ctx, "ip", "-n", name, "link", "set", "lo", "up")
-	return err
-}
-
-func nsPath(name string) string { return "/run/netns/" + name }
-
-// node is the node network namespace and the stub namespace behind its default route.
-type node struct {
-	name, stub string
-	h          *netlink.Handle // netlink inside the node namespace
-}
-
-// setup makes the node namespace (forwarding on, default route via the stub namespace,
-// so proxy ARP answers for 169.254.1.1), as test/cni does.
-func (n *node) setup(ctx context.Context, cl *cleanup) error {
-	step(" node namespace %s, stub namespace %s, uplink %s via %s", n.name, n.stub, uplinkNode, uplinkStub)
-	for _, name := range []string{n.name, n.stub} {
-		if err := addNetns(ctx, cl, name); err != nil {
-			return err
-		}
-	}
-	for _, args := range [][]string{
-		{"-n", n.name, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1", "netns", n.stub},
-		{"-n", n.name, "addr", "add", uplinkNode, "dev", "uplink0"},
-		{"-n", n.name, "link", "set", "uplink0", "up"},
-		{"-n", n.stub, "addr", "add", uplinkStub + "/30", "dev", "uplink1"},
-		{"-n", n.stub, "link", "set", "uplink1", "up"},
-		{"-n", n.name, "route", "add", "default", "via", uplinkStub},
-		{"netns", "exec", n.name, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"},
-	} {
-		if _, err := run(ctx, "ip", args...); err != nil {
-			return err
-		}
-	}
-	nsh, err := netns.GetFromName(n.name)
-	if err != nil {
-		return err
-	}
-	defer nsh.Close()
-	if n.h, err = netlink.NewHandleAt(nsh); err != nil {
-		return err
-	}
-	cl.add("close the node's netlink handle", func() error { n.h.Close(); return nil })
-	return nil
-}
-
-// forward listens on a loopback port inside the node namespace and forwards every
-// connection to the apiserver at host (on the host's loopback; TLS passes through
-// untouched). It returns the https URL to use inside the node namespace.
-func (n *node) forward(host string, cl *cleanup) (string, error) {
-	u, err := url.Parse(host)
-	if err != nil {
-		return "", err
-	}
-	target := u.Host
-	var ln net.Listener
-	err = ns.WithNetNSPath(nsPath(n.name), func(ns.NetNS) error {
-		var err error
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
-		return err
-	})
-	if err != nil {
-		return "", fmt.Errorf("listen in the node namespace: %w", err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	track := func(c net.Conn, add bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if add {
-			conns[c] = true
-		} else {
-			delete(conns, c)
-		}
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				up, err := net.DialTimeout("tcp", target, 5*time.Second)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				track(c, true)
-				track(up, true)
-				defer track(c, false)
-				defer track(up, false)
-				go func() { _, _ = io.Copy(up, c); _ = up.(*net.TCPConn).CloseWrite() }()
-				_, _ = io.Copy(c, up)
-			}()
-		}
-	}()
-	cl.add("stop the apiserver forwarder", func() error {
-		err := ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-		return err
-	})
-	return "https://" + ln.Addr().String(), nil
-}
-
-// writeKubeconfig copies the kubeconfig at from to to with another server address.
-func writeKubeconfig(from, server, to string) error {
-	cfg, err := clientcmd.LoadFromFile(from)
-	if err != nil {
-		return err
-	}
-	for _, c := range cfg.Clusters {
-		c.Server = server
-	}
-	return clientcmd.WriteToFile(*cfg, to)
-}
-
 // writeConflist writes the network's conflist for cnitool: the plugin alone, at its
 // default log level, logging to logFile.
 func writeConflist(dir, network, nodeName, kubeconfig, logFile string) error {
-	list := map[string]any{"cniVersion": cniVersion, "name": network, "plugins": []any{map[string]any{
+	return netnode.WriteConflist(dir, network, cniVersion, map[string]any{
 		"type": tabbycni.PluginType, "kubeconfig": kubeconfig, "nodename": nodeName, "mtu": 1500,
 		"log_file": logFile, "ipam": map[string]any{"type": tabbycni.IPAMType},
-	}}}
-	b, err := json.MarshalIndent(list, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, network+".conflist"), b, 0o644)
-}
-
-// removeResults removes what cnitool cached for the network (DEL removes it too).
-func removeResults(network string) error {
-	files, _ := filepath.Glob(filepath.Join(cniResults, network+"-*"))
-	var errs []error
-	for _, f := range files {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	})
 }
 
 // runner runs cnitool and the plugin inside the node namespace.
@@ -376,13 +103,13 @@ func cleanEnv() []string {
 func (r *runner) cnitoolRun(ctx context.Context, cmd, podNetns, namespace, pod string) (time.Duration, time.Duration, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	c := exec.CommandContext(ctx, r.cnitool, cmd, r.network, nsPath(podNetns))
+	c := exec.CommandContext(ctx, r.cnitool, cmd, r.network, netnode.NSPath(podNetns))
 	c.Env = append(cleanEnv(), "NETCONFPATH="+r.confDir, "CNI_PATH="+r.binDir, "CNI_IFNAME=eth0",
-		"CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE="+namespace+";K8S_POD_NAME="+pod)
+		"CNI_ARGS="+netnode.K8sArgs(namespace, pod))
 	var stdout, stderr bytes.Buffer
 	c.Stdout, c.Stderr = &stdout, &stderr
 	killGroup(c)
-	d, err := execIn(nsPath(r.node), c)
+	d, err := execIn(netnode.NSPath(r.node), c)
 	if err != nil {
 		return d, 0, stdout.String(), fmt.Errorf("%w\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
 	}
@@ -393,7 +120,7 @@ func (r *runner) cnitoolRun(ctx context.Context, cmd, podNetns, namespace, pod s
 
 // versionFloor runs the plugin's VERSION k times inside the node namespace (a process
 // start and exit, no datastore) and returns the median.
-func (r *runner) versionFloor(ctx context.Context, n *node, k int) (time.Duration, error) {
+func (r *runner) versionFloor(ctx context.Context, n *netnode.Node, k int) (time.Duration, error) {
 	var ds []time.Duration
 	for range k {
 		c := exec.CommandContext(ctx, r.plugin)
@@ -402,7 +129,7 @@ func (r *runner) versionFloor(ctx context.Context, n *node, k int) (time.Duratio
 		var out bytes.Buffer
 		c.Stdout, c.Stderr = &out, &out
 		killGroup(c)
-		d, err := execIn(nsPath(n.name), c)
+		d, err := execIn(netnode.NSPath(n.Name), c)
 		if err != nil {
 			return 0, fmt.Errorf("tabby-cni VERSION: %w: %s", err, out.String())
 		}
@@ -471,7 +198,7 @@ func resultIP(out string) (netip.Addr, error) {
 
 // verify checks that exactly want pods are wired: WorkloadEndpoints in namespace,
 // allocated addresses, cali* veths and Tabby routes in the node namespace.
-func verify(ctx context.Context, store datastore.Store, n *node, namespace string, want int) error {
+func verify(ctx context.Context, store datastore.Store, n *netnode.Node, namespace string, want int) error {
 	weps, err := datastore.List[*v1.WorkloadEndpoint](ctx, store, datastore.ListOptions{Namespace: namespace})
 	if err != nil {
 		return err
@@ -488,7 +215,7 @@ func verify(ctx context.Context, store datastore.Store, n *node, namespace strin
 			}
 		}
 	}
-	links, err := n.h.LinkList()
+	links, err := n.Handle.LinkList()
 	if err != nil {
 		return err
 	}
@@ -498,7 +225,7 @@ func verify(ctx context.Context, store datastore.Store, n *node, namespace strin
 			veths++
 		}
 	}
-	rs, err := routes.ListLocal(n.h)
+	rs, err := routes.ListLocal(n.Handle)
 	if err != nil {
 		return err
 	}

@@ -21,8 +21,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +30,7 @@ import (
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/felix"
 	"github.com/tabbynet/tabby/felix/routes"
+	"github.com/tabbynet/tabby/test/netnode"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -62,23 +61,11 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	cl := &cleanup{}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigs
-		fmt.Fprintf(os.Stderr, "bench: %v: stopping and cleaning up\n", s)
-		cancel()
-		select {
-		case <-sigs:
-		case <-time.After(time.Minute):
-		}
-		cl.run()
-		os.Exit(130)
-	}()
+	cl := &netnode.Cleanup{Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }}
+	cl.OnSignal(cancel)
 
 	lat, creates, err := bench(ctx, cl, *n, *warmup)
-	cl.run()
+	_ = cl.Run() // each failed step is reported by Logf
 	if err != nil {
 		benchutil.Fatal(err)
 	}
@@ -94,11 +81,11 @@ func step(f string, a ...any) { fmt.Fprintf(os.Stderr, " "+f+"\n", a...) }
 
 // bench sets everything up, writes warmup+n endpoints and returns the latencies of the
 // last n: Create to route, and the Create call alone.
-func bench(ctx context.Context, cl *cleanup, n, warmup int) (lat, creates []time.Duration, err error) {
-	if err := sweepStale(); err != nil {
+func bench(ctx context.Context, cl *netnode.Cleanup, n, warmup int) (lat, creates []time.Duration, err error) {
+	if err := netnode.SweepNetns(ctx, namePrefix, step); err != nil {
 		return nil, nil, err
 	}
-	id, err := newID()
+	id, err := netnode.RunID(namePrefix)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -107,7 +94,7 @@ func bench(ctx context.Context, cl *cleanup, n, warmup int) (lat, creates []time
 	if err != nil {
 		return nil, nil, err
 	}
-	cl.add("stop the control plane", env.Stop)
+	cl.Add("stop the control plane", env.Stop)
 	store, err := datastore.NewKube(env.Config)
 	if err != nil {
 		return nil, nil, err
@@ -115,12 +102,12 @@ func bench(ctx context.Context, cl *cleanup, n, warmup int) (lat, creates []time
 	if _, err := store.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: id}}); err != nil {
 		return nil, nil, err
 	}
-	nd, err := newNode(id, cl)
+	nd, err := newNode(ctx, id, cl)
 	if err != nil {
 		return nil, nil, err
 	}
 	total := warmup + n
-	step("creating %d veth pairs in %s", total, nd.name)
+	step("creating %d veth pairs in %s", total, nd.Name)
 	start := time.Now()
 	for i := range total {
 		if err := nd.addVeth(veth(id, i), fmt.Sprintf("w%d", i)); err != nil {
@@ -133,15 +120,15 @@ func bench(ctx context.Context, cl *cleanup, n, warmup int) (lat, creates []time
 	if err != nil {
 		return nil, nil, err
 	}
-	fx, err := felix.New(felix.Config{NodeName: nd.name, Store: store, Logger: log, Registry: prometheus.NewRegistry(),
-		NetlinkHandle: nd.h, NetNSPath: nsPath(nd.name)})
+	fx, err := felix.New(felix.Config{NodeName: nd.Name, Store: store, Logger: log, Registry: prometheus.NewRegistry(),
+		NetlinkHandle: nd.Handle, NetNSPath: netnode.NSPath(nd.Name)})
 	if err != nil {
 		return nil, nil, err
 	}
 	fctx, stopFelix := context.WithCancel(ctx)
 	felixDone := make(chan error, 1)
 	go func() { felixDone <- fx.Run(fctx) }()
-	cl.add("stop felix", func() error {
+	cl.Add("stop felix", func() error {
 		stopFelix()
 		select {
 		case err := <-felixDone:
@@ -167,7 +154,7 @@ func bench(ctx context.Context, cl *cleanup, n, warmup int) (lat, creates []time
 	for i := range total {
 		ip := netip.AddrFrom4([4]byte{10, 80, byte(i / 250), byte(i%250 + 1)})
 		t0 := nowFunc()
-		if _, err := store.Create(ctx, wep(id, nd.name, i, ip)); err != nil {
+		if _, err := store.Create(ctx, wep(id, nd.Name, i, ip)); err != nil {
 			return nil, nil, fmt.Errorf("create endpoint %d: %w", i, err)
 		}
 		created := nowFunc().Sub(t0)

@@ -12,6 +12,7 @@ import (
 	"github.com/tabbynet/tabby/felix/routes"
 	"github.com/tabbynet/tabby/ipam"
 	"github.com/tabbynet/tabby/test/k8senv"
+	"github.com/tabbynet/tabby/test/netnode"
 )
 
 var env *k8senv.Env
@@ -56,7 +57,7 @@ func TestCNI(t *testing.T) {
 // addWithCnitool ADDs a pod through cnitool and registers a DEL for cleanup.
 func addWithCnitool(t *testing.T, h *harness, network, cniVersion, ns, pod, podNS string) attached {
 	t.Helper()
-	args := k8sArgs(ns, pod)
+	args := netnode.K8sArgs(ns, pod)
 	t.Cleanup(func() { _, _, _ = h.cnitoolRun("del", network, podNS, args) })
 	start := time.Now()
 	out, stderr, err := h.cnitoolRun("add", network, podNS, args)
@@ -68,7 +69,7 @@ func addWithCnitool(t *testing.T, h *harness, network, cniVersion, ns, pod, podN
 	if !netip.MustParsePrefix(poolCIDR).Contains(ip) {
 		t.Fatalf("address %s is outside the pool %s", ip, poolCIDR)
 	}
-	return attached{ns: ns, pod: pod, podNS: podNS, containerID: cnitoolContainerID(nsPath(podNS)), ip: ip}
+	return attached{ns: ns, pod: pod, podNS: podNS, containerID: cnitoolContainerID(netnode.NSPath(podNS)), ip: ip}
 }
 
 func cnitoolOK(t *testing.T, h *harness, cmd, network, podNS, args string) {
@@ -86,30 +87,30 @@ func testLifecycle(t *testing.T, h *harness, ns, cniVersion string) {
 	podA, podB := "web-a-"+tag, "web-b-"+tag
 	h.createPod(t, ns, podA, nil)
 	h.createPod(t, ns, podB, nil)
-	nsA, nsB := h.podNS(t, "a"+tag), h.podNS(t, "b"+tag)
+	nsA, nsB := h.n.PodNS(t, "a"+tag), h.n.PodNS(t, "b"+tag)
 
 	a := addWithCnitool(t, h, network, cniVersion, ns, podA, nsA)
 	b := addWithCnitool(t, h, network, cniVersion, ns, podB, nsB)
 	if a.ip == b.ip {
 		t.Fatalf("both pods got %s", a.ip)
 	}
-	cnitoolOK(t, h, "check", network, nsA, k8sArgs(ns, podA))
-	cnitoolOK(t, h, "check", network, nsB, k8sArgs(ns, podB))
+	cnitoolOK(t, h, "check", network, nsA, netnode.K8sArgs(ns, podA))
+	cnitoolOK(t, h, "check", network, nsB, netnode.K8sArgs(ns, podB))
 	h.ping(t, nsA, b.ip)
 	h.ping(t, nsB, a.ip)
 	h.checkWired(t, a)
 	h.checkWired(t, b)
 
 	for range 2 { // DEL is idempotent
-		cnitoolOK(t, h, "del", network, nsA, k8sArgs(ns, podA))
-		cnitoolOK(t, h, "del", network, nsB, k8sArgs(ns, podB))
+		cnitoolOK(t, h, "del", network, nsA, netnode.K8sArgs(ns, podA))
+		cnitoolOK(t, h, "del", network, nsB, netnode.K8sArgs(ns, podB))
 	}
 	h.checkGone(t, a)
 	h.checkGone(t, b)
 	h.checkNodeClean(t)
 	// DEL of a pod whose namespace is gone and which no longer exists is fine too.
 	if _, cerr, err := h.pluginRun("DEL", h.directConf(cniVersion, h.kubeconfig), a.containerID, "",
-		k8sArgs(ns, "no-such-pod")); err != nil || cerr != nil {
+		netnode.K8sArgs(ns, "no-such-pod")); err != nil || cerr != nil {
 		t.Fatalf("DEL without netns or pod: %v %v", err, cerr)
 	}
 }
@@ -140,12 +141,12 @@ func testGC(t *testing.T, h *harness, ns string) {
 	conf := h.directConf("1.1.0", h.kubeconfig)
 	h.createPod(t, ns, "leftover", nil)
 	h.createPod(t, ns, "keeper", nil)
-	nsC, nsD := h.podNS(t, "gc-c"), h.podNS(t, "gc-d")
+	nsC, nsD := h.n.PodNS(t, "gc-c"), h.n.PodNS(t, "gc-d")
 
 	// The leftover is added by a "runtime" that then forgets it (not in cnitool's cache).
 	cidC := "tabbyt-" + h.id + "-leftover"
-	t.Cleanup(func() { _, _, _ = h.pluginRun("DEL", conf, cidC, nsC, k8sArgs(ns, "leftover")) })
-	out, cerr, err := h.pluginRun("ADD", conf, cidC, nsC, k8sArgs(ns, "leftover"))
+	t.Cleanup(func() { _, _, _ = h.pluginRun("DEL", conf, cidC, nsC, netnode.K8sArgs(ns, "leftover")) })
+	out, cerr, err := h.pluginRun("ADD", conf, cidC, nsC, netnode.K8sArgs(ns, "leftover"))
 	if err != nil || cerr != nil {
 		t.Fatalf("ADD leftover: %v %+v", err, cerr)
 	}
@@ -173,7 +174,7 @@ func testGC(t *testing.T, h *harness, ns string) {
 	}
 	h.checkGone(t, c)
 	h.checkWired(t, d)
-	cnitoolOK(t, h, "check", network, nsD, k8sArgs(ns, "keeper"))
+	cnitoolOK(t, h, "check", network, nsD, netnode.K8sArgs(ns, "keeper"))
 	if held, _ := h.alloc.AddressesOf(ctx, ghost); len(held) != 0 {
 		t.Errorf("stale handle %s still holds %v", ghost, held)
 	}
@@ -189,7 +190,7 @@ func testGC(t *testing.T, h *harness, ns string) {
 	if hs := h.handlesOn(t, h.node); len(hs) != 0 {
 		t.Errorf("handles left on the node: %v", hs)
 	}
-	cnitoolOK(t, h, "del", network, nsD, k8sArgs(ns, "keeper")) // the runtime's own DEL still works
+	cnitoolOK(t, h, "del", network, nsD, netnode.K8sArgs(ns, "keeper")) // the runtime's own DEL still works
 	cnitoolOK(t, h, "gc", network, "unused", "")
 	h.checkNodeClean(t)
 }
@@ -221,9 +222,9 @@ func testPoolExhausted(t *testing.T, h *harness, ns string) {
 		fill = append(fill, hd)
 	}
 	h.createPod(t, ns, "starved", map[string]string{tabbycni.AnnotationIPv4Pools: `["` + tiny + `"]`})
-	podNS := h.podNS(t, "starved")
+	podNS := h.n.PodNS(t, "starved")
 	cid := "tabbyt-" + h.id + "-starved"
-	_, cerr, err := h.pluginRun("ADD", h.directConf("1.1.0", h.kubeconfig), cid, podNS, k8sArgs(ns, "starved"))
+	_, cerr, err := h.pluginRun("ADD", h.directConf("1.1.0", h.kubeconfig), cid, podNS, netnode.K8sArgs(ns, "starved"))
 	if err != nil || cerr == nil || cerr.Code != tabbycni.CodePoolExhausted {
 		t.Fatalf("ADD in a full pool: %+v %v, want code 101", cerr, err)
 	}
@@ -234,10 +235,10 @@ func testPoolExhausted(t *testing.T, h *harness, ns string) {
 	h.checkGone(t, attached{ns: ns, pod: "starved", podNS: podNS, containerID: cid})
 
 	network := h.network(t, "tiny", "1.0.0", h.kubeconfig)
-	if _, stderr, err := h.cnitoolRun("add", network, podNS, k8sArgs(ns, "starved")); err == nil || !strings.Contains(stderr, "exhausted") {
+	if _, stderr, err := h.cnitoolRun("add", network, podNS, netnode.K8sArgs(ns, "starved")); err == nil || !strings.Contains(stderr, "exhausted") {
 		t.Fatalf("cnitool add in a full pool: %v %q", err, stderr)
 	}
-	h.checkGone(t, attached{ns: ns, pod: "starved", podNS: podNS, containerID: cnitoolContainerID(nsPath(podNS))})
+	h.checkGone(t, attached{ns: ns, pod: "starved", podNS: podNS, containerID: cnitoolContainerID(netnode.NSPath(podNS))})
 	h.checkNodeClean(t)
 }
 
@@ -246,20 +247,20 @@ func testPoolExhausted(t *testing.T, h *harness, ns string) {
 func testDatastoreDown(t *testing.T, h *harness, ns string) {
 	down := h.unreachableKubeconfig(t)
 	h.createPod(t, ns, "lonely", nil)
-	podNS := h.podNS(t, "lonely")
+	podNS := h.n.PodNS(t, "lonely")
 	cid := "tabbyt-" + h.id + "-lonely"
-	_, cerr, err := h.pluginRun("ADD", h.directConf("1.1.0", down), cid, podNS, k8sArgs(ns, "lonely"))
+	_, cerr, err := h.pluginRun("ADD", h.directConf("1.1.0", down), cid, podNS, netnode.K8sArgs(ns, "lonely"))
 	if err != nil || cerr == nil || cerr.Code != 11 {
 		t.Fatalf("ADD with the apiserver unreachable: %+v %v, want code 11", cerr, err)
 	}
 	t.Logf("datastore down: code %d: %s; %s", cerr.Code, cerr.Msg, cerr.Details)
 	network := h.network(t, "down", "0.4.0", down)
-	if _, stderr, err := h.cnitoolRun("add", network, podNS, k8sArgs(ns, "lonely")); err == nil || !strings.Contains(stderr, "try again later") {
+	if _, stderr, err := h.cnitoolRun("add", network, podNS, netnode.K8sArgs(ns, "lonely")); err == nil || !strings.Contains(stderr, "try again later") {
 		t.Fatalf("cnitool add with the apiserver unreachable: %v %q", err, stderr)
 	}
 	h.checkGone(t, attached{ns: ns, pod: "lonely", podNS: podNS, containerID: cid})
 	h.checkNodeClean(t)
-	_, cerr, err = h.pluginRun("DEL", h.directConf("1.1.0", down), cid, podNS, k8sArgs(ns, "lonely"))
+	_, cerr, err = h.pluginRun("DEL", h.directConf("1.1.0", down), cid, podNS, netnode.K8sArgs(ns, "lonely"))
 	if err != nil || cerr == nil || cerr.Code != 11 {
 		t.Fatalf("DEL with the apiserver unreachable: %+v %v, want code 11 so the runtime retries", cerr, err)
 	}
@@ -273,7 +274,7 @@ func testStaticIP(t *testing.T, h *harness, ns string) {
 	h.createPod(t, ns, "fixed", ann)
 	h.createPod(t, ns, "copycat", ann)
 	h.createPod(t, ns, "stray", map[string]string{tabbycni.AnnotationIPAddrs: `["` + outsideIP + `"]`})
-	nsF, nsC, nsS := h.podNS(t, "fixed"), h.podNS(t, "copycat"), h.podNS(t, "stray")
+	nsF, nsC, nsS := h.n.PodNS(t, "fixed"), h.n.PodNS(t, "copycat"), h.n.PodNS(t, "stray")
 
 	f := addWithCnitool(t, h, network, "1.1.0", ns, "fixed", nsF)
 	if f.ip != netip.MustParseAddr(staticIP) {
@@ -290,32 +291,32 @@ func testStaticIP(t *testing.T, h *harness, ns string) {
 		{"stray", nsS, tabbycni.CodeNotInPool, "not in any usable IP pool"},
 	} {
 		cid := "tabbyt-" + h.id + "-" + tc.pod
-		_, cerr, err := h.pluginRun("ADD", conf, cid, tc.podNS, k8sArgs(ns, tc.pod))
+		_, cerr, err := h.pluginRun("ADD", conf, cid, tc.podNS, netnode.K8sArgs(ns, tc.pod))
 		if err != nil || cerr == nil || cerr.Code != tc.code || !strings.Contains(cerr.Msg, tc.msg) {
 			t.Fatalf("ADD %s: %+v %v, want code %d %q", tc.pod, cerr, err, tc.code, tc.msg)
 		}
 		t.Logf("%s: code %d: %s; %s", tc.pod, cerr.Code, cerr.Msg, cerr.Details)
 		h.checkGone(t, attached{ns: ns, pod: tc.pod, podNS: tc.podNS, containerID: cid})
 	}
-	if _, _, err := h.cnitoolRun("add", network, nsC, k8sArgs(ns, "copycat")); err == nil {
+	if _, _, err := h.cnitoolRun("add", network, nsC, netnode.K8sArgs(ns, "copycat")); err == nil {
 		t.Fatal("cnitool add of a taken static address succeeded")
 	}
 	h.checkWired(t, f) // the failures did not disturb the owner
-	cnitoolOK(t, h, "del", network, nsF, k8sArgs(ns, "fixed"))
+	cnitoolOK(t, h, "del", network, nsF, netnode.K8sArgs(ns, "fixed"))
 	h.checkGone(t, f)
 }
 
 // testBadInput: a bad annotation, a missing pod and missing CNI_ARGS get their codes.
 func testBadInput(t *testing.T, h *harness, ns string) {
 	h.createPod(t, ns, "garbled", map[string]string{tabbycni.AnnotationIPAddrs: "10.65.0.1"})
-	podNS := h.podNS(t, "garbled")
+	podNS := h.n.PodNS(t, "garbled")
 	conf := h.directConf("1.0.0", h.kubeconfig)
 	for _, tc := range []struct {
 		name, args string
 		code       uint
 	}{
-		{"bad annotation", k8sArgs(ns, "garbled"), tabbycni.CodeBadAnnotation},
-		{"missing pod", k8sArgs(ns, "nobody"), tabbycni.CodePodNotFound},
+		{"bad annotation", netnode.K8sArgs(ns, "garbled"), tabbycni.CodeBadAnnotation},
+		{"missing pod", netnode.K8sArgs(ns, "nobody"), tabbycni.CodePodNotFound},
 		{"no CNI_ARGS", "", tabbycni.CodeInvalidEnv},
 	} {
 		_, cerr, err := h.pluginRun("ADD", conf, "tabbyt-"+h.id+"-bad", podNS, tc.args)
@@ -326,7 +327,7 @@ func testBadInput(t *testing.T, h *harness, ns string) {
 		t.Logf("%s: code %d: %s; %s", tc.name, cerr.Code, cerr.Msg, cerr.Details)
 	}
 	h.createPod(t, ns, "homeless", nil)
-	_, cerr, err := h.pluginRun("ADD", conf, "tabbyt-"+h.id+"-homeless", "tabbyt-"+h.id+"-no-such-netns", k8sArgs(ns, "homeless"))
+	_, cerr, err := h.pluginRun("ADD", conf, "tabbyt-"+h.id+"-homeless", "tabbyt-"+h.id+"-no-such-netns", netnode.K8sArgs(ns, "homeless"))
 	if err != nil || cerr == nil || cerr.Code != tabbycni.CodeInvalidNetNS {
 		t.Errorf("missing netns: %+v %v, want code 8", cerr, err)
 	} else {
@@ -334,7 +335,7 @@ func testBadInput(t *testing.T, h *harness, ns string) {
 	}
 	h.checkGone(t, attached{ns: ns, pod: "homeless", containerID: "tabbyt-" + h.id + "-homeless"})
 	bad := h.directConf("1.0.0", "")
-	if _, cerr, err := h.pluginRun("ADD", bad, "tabbyt-"+h.id+"-bad", podNS, k8sArgs(ns, "garbled")); err != nil || cerr == nil || cerr.Code != 7 {
+	if _, cerr, err := h.pluginRun("ADD", bad, "tabbyt-"+h.id+"-bad", podNS, netnode.K8sArgs(ns, "garbled")); err != nil || cerr == nil || cerr.Code != 7 {
 		t.Errorf("no kubeconfig: %+v %v, want code 7", cerr, err)
 	}
 	h.checkGone(t, attached{ns: ns, pod: "garbled", podNS: podNS, containerID: "tabbyt-" + h.id + "-bad"})
@@ -345,19 +346,19 @@ func testBadInput(t *testing.T, h *harness, ns string) {
 func testCheckDrift(t *testing.T, h *harness, ns string) {
 	network := h.network(t, "drift", "1.1.0", h.kubeconfig)
 	h.createPod(t, ns, "drifter", nil)
-	podNS := h.podNS(t, "drifter")
+	podNS := h.n.PodNS(t, "drifter")
 	a := addWithCnitool(t, h, network, "1.1.0", ns, "drifter", podNS)
-	cnitoolOK(t, h, "check", network, podNS, k8sArgs(ns, "drifter"))
+	cnitoolOK(t, h, "check", network, podNS, netnode.K8sArgs(ns, "drifter"))
 	if err := routes.DelWorkload(h.nodeH, a.ip, 0); err != nil {
 		t.Fatal(err)
 	}
-	_, cerr, err := h.pluginRun("CHECK", h.directConf("1.1.0", h.kubeconfig), a.containerID, podNS, k8sArgs(ns, "drifter"))
+	_, cerr, err := h.pluginRun("CHECK", h.directConf("1.1.0", h.kubeconfig), a.containerID, podNS, netnode.K8sArgs(ns, "drifter"))
 	if err != nil || cerr == nil || cerr.Code != tabbycni.CodeCheckFailed || !strings.Contains(cerr.Details, "no route") {
 		t.Fatalf("CHECK after the route was deleted: %+v %v, want code 108 naming the route", cerr, err)
 	}
-	if _, stderr, err := h.cnitoolRun("check", network, podNS, k8sArgs(ns, "drifter")); err == nil || !strings.Contains(stderr, "route") {
+	if _, stderr, err := h.cnitoolRun("check", network, podNS, netnode.K8sArgs(ns, "drifter")); err == nil || !strings.Contains(stderr, "route") {
 		t.Fatalf("cnitool check after the route was deleted: %v %q", err, stderr)
 	}
-	cnitoolOK(t, h, "del", network, podNS, k8sArgs(ns, "drifter"))
+	cnitoolOK(t, h, "del", network, podNS, netnode.K8sArgs(ns, "drifter"))
 	h.checkGone(t, a)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/felix/routes"
 	"github.com/tabbynet/tabby/ipam"
+	"github.com/tabbynet/tabby/test/netnode"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
@@ -169,7 +170,7 @@ func (h *harness) checkWired(t *testing.T, a attached) {
 	}
 	for path, v := range map[string]string{"ipv4/conf/%s/proxy_arp": "1", "ipv4/neigh/%s/proxy_delay": "0", "ipv4/conf/%s/forwarding": "1"} {
 		p := "/proc/sys/net/" + fmt.Sprintf(path, veth)
-		if got := strings.TrimSpace(mustRun(t, "ip", "netns", "exec", h.node, "cat", p)); got != v {
+		if got := strings.TrimSpace(netnode.MustRun(t, "ip", "netns", "exec", h.node, "cat", p)); got != v {
 			t.Errorf("%s = %q, want %q", p, got, v)
 		}
 	}
@@ -177,18 +178,18 @@ func (h *harness) checkWired(t *testing.T, a attached) {
 	if err != nil || len(rs) != 1 || !routes.IsWorkloadRoute(rs[0], a.ip, hl.Attrs().Index) {
 		t.Errorf("host routes to %s: %+v (%v)", a.ip, rs, err)
 	}
-	out := mustRun(t, "ip", "-n", h.node, "route", "show", a.ip.String()+"/32")
+	out := netnode.MustRun(t, "ip", "-n", h.node, "route", "show", a.ip.String()+"/32")
 	if !strings.Contains(out, "dev "+veth+" proto 116 scope link") {
 		t.Errorf("ip route show %s: %q, want dev %s proto 116 scope link", a.ip, out, veth)
 	}
-	if addrs := mustRun(t, "ip", "-n", h.node, "-4", "addr", "show", "dev", veth); strings.Contains(addrs, "inet ") {
+	if addrs := netnode.MustRun(t, "ip", "-n", h.node, "-4", "addr", "show", "dev", veth); strings.Contains(addrs, "inet ") {
 		t.Errorf("host side has an address: %s", addrs)
 	}
 	// The pod side.
-	if out := mustRun(t, "ip", "-n", a.podNS, "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, "inet "+a.ip.String()+"/32") {
+	if out := netnode.MustRun(t, "ip", "-n", a.podNS, "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, "inet "+a.ip.String()+"/32") {
 		t.Errorf("pod eth0: %s", out)
 	}
-	out = mustRun(t, "ip", "-n", a.podNS, "-4", "route", "show")
+	out = netnode.MustRun(t, "ip", "-n", a.podNS, "-4", "route", "show")
 	for _, want := range []string{"default via 169.254.1.1 dev eth0 onlink", "169.254.1.1 dev eth0 scope link"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("pod routes %q lack %q", out, want)
@@ -244,7 +245,7 @@ func (h *harness) ping(t *testing.T, podNS string, ip netip.Addr) {
 	waitFor(t, "ping "+ip.String()+" from "+podNS, 15*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, err := run(ctx, "ip", "netns", "exec", podNS, "ping", "-c", "3", "-W", "1", ip.String())
+		_, err := netnode.Run(ctx, "ip", "netns", "exec", podNS, "ping", "-c", "3", "-W", "1", ip.String())
 		return err
 	})
 }

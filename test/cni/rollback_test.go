@@ -9,6 +9,7 @@ import (
 
 	tabbycni "github.com/tabbynet/tabby/cni"
 	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/test/netnode"
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -25,9 +26,9 @@ import (
 func testRollbackAfterVeth(t *testing.T, h *harness, ns string) {
 	kc := h.restrictedKubeconfig(t, ns)
 	h.createPod(t, ns, "unlucky", nil)
-	podNS := h.podNS(t, "unlucky")
+	podNS := h.n.PodNS(t, "unlucky")
 	cid := "tabbyt-" + h.id + "-unlucky"
-	args := k8sArgs(ns, "unlucky")
+	args := netnode.K8sArgs(ns, "unlucky")
 	_, cerr, err := h.pluginRun("ADD", h.directConf("1.1.0", kc), cid, podNS, args)
 	if err != nil || cerr == nil || cerr.Code != tabbycni.CodeAccessDenied || !strings.Contains(cerr.Details, "WorkloadEndpoint") {
 		t.Fatalf("ADD without the right to write WorkloadEndpoints: %+v %v, want code %d about the WorkloadEndpoint",

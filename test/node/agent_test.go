@@ -54,7 +54,7 @@ func (h *harness) startAgent(t *testing.T, f agentFiles) *agentProc {
 	}
 	defer logf.Close()
 	fmt.Fprintf(logf, "----- start %s\n", time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command("ip", "netns", "exec", h.node, filepath.Join(h.binDir, "tabby-node"),
+	cmd := h.n.Command(context.Background(), filepath.Join(h.binDir, "tabby-node"),
 		"--node-name", h.node, "--kubeconfig", h.kubeconfig, "--socket", f.socket,
 		"--health-addr", healthAddr, "--metrics-addr", metricsAddr, "--nodename-file", f.nodename,
 		"--log-level", "debug", "--resync-interval", "3s")
@@ -114,7 +114,7 @@ func (h *harness) nodeHTTP() *http.Client {
 	tr := &http.Transport{DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
-			err := h.inNode(func() error {
+			err := h.n.Do(func() error {
 				var err error
 				c, err = (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, addr)
 				return err

@@ -19,6 +19,7 @@ import (
 	tabbycni "github.com/tabbynet/tabby/cni"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/test/k8senv"
+	"github.com/tabbynet/tabby/test/netnode"
 )
 
 var env *k8senv.Env
@@ -99,12 +100,12 @@ func TestNodeAgent(t *testing.T) {
 	// A route that is not ours (protocol static), to an address inside the pool: it
 	// must survive everything below, restarts included.
 	foreign := "10.71.250.77/32"
-	mustRun(t, "ip", "-n", h.node, "route", "add", foreign, "dev", "uplink0", "proto", "static")
-	foreignBefore := mustRun(t, "ip", "-n", h.node, "route", "show", foreign)
+	netnode.MustRun(t, "ip", "-n", h.node, "route", "add", foreign, "dev", "uplink0", "proto", "static")
+	foreignBefore := netnode.MustRun(t, "ip", "-n", h.node, "route", "show", foreign)
 
 	t.Run("route-repaired", func(t *testing.T) {
 		p := pods[1]
-		mustRun(t, "ip", "-n", h.node, "route", "del", p.ip.String()+"/32")
+		netnode.MustRun(t, "ip", "-n", h.node, "route", "del", p.ip.String()+"/32")
 		start := time.Now()
 		waitFor(t, "the deleted route back", 15*time.Second, func() error { return h.routeOK(p) })
 		t.Logf("route to %s repaired in %v", p.ip, time.Since(start).Round(time.Millisecond))
@@ -112,9 +113,9 @@ func TestNodeAgent(t *testing.T) {
 	t.Run("sysctl-repaired", func(t *testing.T) {
 		p := pods[2]
 		path := "/proc/sys/net/ipv4/conf/" + p.veth + "/proxy_arp"
-		mustRun(t, "ip", "netns", "exec", h.node, "sh", "-c", "echo 0 > "+path)
+		netnode.MustRun(t, "ip", "netns", "exec", h.node, "sh", "-c", "echo 0 > "+path)
 		waitFor(t, "proxy_arp back to 1", 15*time.Second, func() error {
-			if v := strings.TrimSpace(mustRun(t, "ip", "netns", "exec", h.node, "cat", path)); v != "1" {
+			if v := strings.TrimSpace(netnode.MustRun(t, "ip", "netns", "exec", h.node, "cat", path)); v != "1" {
 				return fmt.Errorf("%s = %s", path, v)
 			}
 			return nil
@@ -137,7 +138,7 @@ func TestNodeAgent(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, "route to the deleted endpoint gone", 5*time.Second, func() error {
-			out := mustRun(t, "ip", "-n", h.node, "route", "show", p.ip.String()+"/32", "proto", "116")
+			out := netnode.MustRun(t, "ip", "-n", h.node, "route", "show", p.ip.String()+"/32", "proto", "116")
 			if strings.TrimSpace(out) != "" {
 				return fmt.Errorf("still there: %s", out)
 			}
@@ -161,19 +162,19 @@ func TestNodeAgent(t *testing.T) {
 		})
 	})
 
-	if got := mustRun(t, "ip", "-n", h.node, "route", "show", foreign); got != foreignBefore || !strings.Contains(got, "proto static") {
+	if got := netnode.MustRun(t, "ip", "-n", h.node, "route", "show", foreign); got != foreignBefore || !strings.Contains(got, "proto static") {
 		t.Errorf("the foreign route changed: %q, was %q", got, foreignBefore)
 	}
 
 	// A last clean stop: exit 0, socket gone, routes stay.
-	before := mustRun(t, "ip", "-n", h.node, "route", "show", "proto", "116")
+	before := netnode.MustRun(t, "ip", "-n", h.node, "route", "show", "proto", "116")
 	if err := agent.stop(t, syscall.SIGTERM); err != nil {
 		t.Errorf("tabby-node exit after SIGTERM: %v", err)
 	}
 	if _, err := os.Lstat(files.socket); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket left after a clean stop: %v", err)
 	}
-	if after := mustRun(t, "ip", "-n", h.node, "route", "show", "proto", "116"); after != before {
+	if after := netnode.MustRun(t, "ip", "-n", h.node, "route", "show", "proto", "116"); after != before {
 		t.Errorf("routes changed when the agent stopped:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 	_, stderr, code := h.tabbyctl(t, "node", "status", "--socket", files.socket)
@@ -186,8 +187,8 @@ func TestNodeAgent(t *testing.T) {
 func (h *harness) addPod(t *testing.T, network, ns, name string) pod {
 	t.Helper()
 	h.createPod(t, ns, name)
-	podNS := h.podNS(t, name)
-	args := k8sArgs(ns, name)
+	podNS := h.n.PodNS(t, name)
+	args := netnode.K8sArgs(ns, name)
 	t.Cleanup(func() { _, _, _ = h.cnitoolRun("del", network, podNS, args) })
 	out, stderr, err := h.cnitoolRun("add", network, podNS, args)
 	if err != nil {
@@ -229,7 +230,7 @@ func (h *harness) waitProgrammed(t *testing.T, files agentFiles, pods []pod) *lo
 
 // routeOK checks the pod's /32 route: through its veth, protocol 116, scope link.
 func (h *harness) routeOK(p pod) error {
-	out, err := run(context.Background(), "ip", "-n", h.node, "route", "show", p.ip.String()+"/32")
+	out, err := netnode.Run(context.Background(), "ip", "-n", h.node, "route", "show", p.ip.String()+"/32")
 	if err != nil {
 		return err
 	}
@@ -247,7 +248,7 @@ func (h *harness) checkProgrammed(t *testing.T, pods []pod) {
 		}
 		for path, want := range map[string]string{"ipv4/conf/%s/proxy_arp": "1", "ipv4/neigh/%s/proxy_delay": "0", "ipv4/conf/%s/forwarding": "1"} {
 			f := "/proc/sys/net/" + fmt.Sprintf(path, p.veth)
-			if got := strings.TrimSpace(mustRun(t, "ip", "netns", "exec", h.node, "cat", f)); got != want {
+			if got := strings.TrimSpace(netnode.MustRun(t, "ip", "netns", "exec", h.node, "cat", f)); got != want {
 				t.Errorf("%s = %q, want %q", f, got, want)
 			}
 		}
@@ -256,7 +257,7 @@ func (h *harness) checkProgrammed(t *testing.T, pods []pod) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blackholes := mustRun(t, "ip", "-n", h.node, "route", "show", "type", "blackhole")
+	blackholes := netnode.MustRun(t, "ip", "-n", h.node, "route", "show", "type", "blackhole")
 	var blocks int
 	for _, a := range affs {
 		if a.Spec.Node != h.node {
@@ -270,7 +271,7 @@ func (h *harness) checkProgrammed(t *testing.T, pods []pod) {
 	if blocks == 0 {
 		t.Errorf("no block affine to %s", h.node)
 	}
-	out, err := run(context.Background(), "ip", "netns", "exec", pods[0].podNS, "ping", "-c", "2", "-W", "2", pods[2].ip.String())
+	out, err := netnode.Run(context.Background(), "ip", "netns", "exec", pods[0].podNS, "ping", "-c", "2", "-W", "2", pods[2].ip.String())
 	if err != nil {
 		t.Errorf("ping between pods: %v\n%s", err, out)
 	}
@@ -316,7 +317,7 @@ func (h *harness) checkTabbyctl(t *testing.T, files agentFiles, ns string, pods 
 // and started again, then killed with SIGKILL (leaving its socket file) and started
 // again; not one probe may be lost. It returns the running agent.
 func (h *harness) restartUnderPing(t *testing.T, files agentFiles, agent *agentProc, a, b pod) *agentProc {
-	routesBefore := mustRun(t, "ip", "-n", h.node, "route", "show", "proto", "116")
+	routesBefore := netnode.MustRun(t, "ip", "-n", h.node, "route", "show", "proto", "116")
 	p := startPinger(t, a.podNS, b.ip.String(), pingCount)
 	waitFor(t, "first 50 ping replies", 10*time.Second, func() error {
 		if n, _ := p.progress(); n < 50 {
@@ -334,7 +335,7 @@ func (h *harness) restartUnderPing(t *testing.T, files agentFiles, agent *agentP
 	if _, err := os.Lstat(files.socket); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket left after SIGTERM: %v", err)
 	}
-	if got := mustRun(t, "ip", "-n", h.node, "route", "show", "proto", "116"); got != routesBefore {
+	if got := netnode.MustRun(t, "ip", "-n", h.node, "route", "show", "proto", "116"); got != routesBefore {
 		t.Errorf("routes changed while the agent was down:\nbefore:\n%s\nafter:\n%s", routesBefore, got)
 	}
 	agent = h.startAgent(t, files)
@@ -364,7 +365,7 @@ func (h *harness) restartUnderPing(t *testing.T, files agentFiles, agent *agentP
 	if sent != pingCount || recv != sent || len(missing) > 0 || !strings.Contains(summary, " 0% packet loss") {
 		t.Errorf("packets lost across the restarts: %d transmitted, %d received, %d reported missing %q", sent, recv, len(missing), missing)
 	}
-	if got := mustRun(t, "ip", "-n", h.node, "route", "show", "proto", "116"); got != routesBefore {
+	if got := netnode.MustRun(t, "ip", "-n", h.node, "route", "show", "proto", "116"); got != routesBefore {
 		t.Errorf("routes after the restarts differ:\nbefore:\n%s\nafter:\n%s", routesBefore, got)
 	}
 	return agent
