@@ -1,0 +1,201 @@
+package controller
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/tabbynet/tabby/bgp"
+	"github.com/tabbynet/tabby/felix"
+	"go.uber.org/zap"
+)
+
+// Defaults of the learned-route hand-off.
+const (
+	// DefaultLearnedDelay coalesces a burst of route events into one hand-off: the set
+	// is handed on at most this long after the first change of a burst.
+	DefaultLearnedDelay = 20 * time.Millisecond
+	// DefaultInitialSyncTimeout bounds the wait for End-of-RIB from every configured
+	// peer before the first hand-off.
+	DefaultInitialSyncTimeout = 5 * time.Second
+)
+
+// Learned follows the speaker's events and hands the whole set of learned routes to a
+// callback: first once the initial table is in (End-of-RIB from every configured peer,
+// or the initial-sync timeout; at once when there are no peers or BGP is off), then
+// after every burst of changes. A route to one of this node's own prefixes is never
+// handed on. Routes kept only by graceful restart (stale) are kept.
+type Learned struct {
+	out     func([]felix.LearnedRoute)
+	onPeer  func(bgp.Event)
+	delay   time.Duration
+	timeout time.Duration
+	log     *zap.Logger
+
+	mu          sync.Mutex
+	routes      map[netip.Prefix][]netip.Addr
+	own         map[netip.Prefix]bool
+	waitEoR     map[netip.Addr]bool // configured peers that have not sent IPv4 End-of-RIB
+	eor         map[netip.Addr]bool
+	haveDesired bool
+	synced      bool // the initial table was handed on
+	dirty       bool
+	kick        chan struct{}
+}
+
+// LearnedOptions tune a Learned; zero values mean the defaults.
+type LearnedOptions struct {
+	Delay              time.Duration
+	InitialSyncTimeout time.Duration
+	// OnPeer is called (from Run's goroutine) with every EventPeer and IPv4
+	// EventEndOfRIB.
+	OnPeer func(bgp.Event)
+	Logger *zap.Logger
+}
+
+// NewLearned returns a Learned handing its set to out.
+func NewLearned(out func([]felix.LearnedRoute), o LearnedOptions) *Learned {
+	l := &Learned{out: out, onPeer: o.OnPeer, delay: o.Delay, timeout: o.InitialSyncTimeout, log: o.Logger,
+		routes: map[netip.Prefix][]netip.Addr{}, own: map[netip.Prefix]bool{}, waitEoR: map[netip.Addr]bool{},
+		eor: map[netip.Addr]bool{}, kick: make(chan struct{}, 1)}
+	if l.delay <= 0 {
+		l.delay = DefaultLearnedDelay
+	}
+	if l.timeout <= 0 {
+		l.timeout = DefaultInitialSyncTimeout
+	}
+	if l.log == nil {
+		l.log = zap.NewNop()
+	}
+	return l
+}
+
+// SetDesired gives the node's own prefixes and configured peers. With no Global (BGP
+// off) the learned set is empty.
+func (l *Learned) SetDesired(d *Desired) {
+	l.mu.Lock()
+	l.haveDesired = true
+	l.own = d.Own
+	l.waitEoR = map[netip.Addr]bool{}
+	if d.Global == nil {
+		l.own = nil
+		clear(l.routes)
+	}
+	for a := range d.Peers {
+		if !l.eor[a] {
+			l.waitEoR[a] = true
+		}
+	}
+	l.dirty = true
+	l.mu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run follows events until ctx ends or events is closed. The initial-sync timeout
+// counts from the call.
+func (l *Learned) Run(ctx context.Context, events <-chan bgp.Event) {
+	initial := time.NewTimer(l.timeout)
+	defer initial.Stop()
+	var flush <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			l.handle(ev)
+		case <-l.kick:
+		case <-initial.C:
+			l.mu.Lock()
+			if !l.synced && l.haveDesired {
+				l.log.Info("initial bgp sync timed out; handing on the learned routes so far",
+					zap.Int("waitingForEndOfRIB", len(l.waitEoR)))
+				l.synced = true
+			}
+			l.mu.Unlock()
+		case <-flush:
+			flush = nil
+			l.emit()
+			continue
+		}
+		l.mu.Lock()
+		if !l.synced && l.haveDesired && len(l.waitEoR) == 0 {
+			l.synced = true
+			l.log.Info("initial bgp table in", zap.Int("routes", len(l.routes)))
+		}
+		ready := l.synced && l.dirty
+		l.mu.Unlock()
+		if ready && flush == nil {
+			flush = time.After(l.delay)
+		}
+	}
+}
+
+func (l *Learned) handle(ev bgp.Event) {
+	switch ev.Kind {
+	case bgp.EventRoute:
+		l.mu.Lock()
+		if ev.Withdrawn || len(ev.NextHops) == 0 {
+			delete(l.routes, ev.Prefix)
+		} else {
+			l.routes[ev.Prefix] = ev.NextHops
+		}
+		l.dirty = true
+		l.mu.Unlock()
+	case bgp.EventEndOfRIB:
+		if ev.IPv6 {
+			return
+		}
+		l.mu.Lock()
+		l.eor[ev.Peer] = true
+		delete(l.waitEoR, ev.Peer)
+		l.mu.Unlock()
+		if l.onPeer != nil {
+			l.onPeer(ev) // the peer's prefix count is complete
+		}
+	case bgp.EventPeer:
+		if ev.State != bgp.StateEstablished {
+			l.mu.Lock()
+			delete(l.eor, ev.Peer) // a new session sends a new End-of-RIB
+			l.mu.Unlock()
+		}
+		if l.onPeer != nil {
+			l.onPeer(ev)
+		}
+	}
+}
+
+// Snapshot is the learned set as it would be handed on now.
+func (l *Learned) Snapshot() []felix.LearnedRoute {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]felix.LearnedRoute, 0, len(l.routes))
+	for p, nhs := range l.routes {
+		if !l.own[p] {
+			out = append(out, felix.LearnedRoute{Prefix: p, NextHops: nhs})
+		}
+	}
+	return out
+}
+
+// Synced reports whether the initial table was handed on.
+func (l *Learned) Synced() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.synced
+}
+
+func (l *Learned) emit() {
+	l.mu.Lock()
+	l.dirty = false
+	l.mu.Unlock()
+	routes := l.Snapshot()
+	l.log.Debug("learned routes handed on", zap.Int("routes", len(routes)))
+	l.out(routes)
+}
