@@ -36,6 +36,8 @@ type Options struct {
 	Dataplane Dataplane
 	// Registry receives the agent's metrics and is served on /metrics. Required.
 	Registry *prometheus.Registry
+	// BGP is the node's BGP controller, reported on GET /bgp/peers; nil when BGP is off.
+	BGP BGP
 	// Logger (default: no logging).
 	Logger *zap.Logger
 	// Version of the agent, reported in /status and the tabby_node_info metric.
@@ -56,6 +58,7 @@ type Agent struct {
 	cfg      Config
 	store    datastore.Store
 	dp       Dataplane
+	bgp      BGP
 	reg      *prometheus.Registry
 	log      *zap.Logger
 	version  string
@@ -95,7 +98,7 @@ func New(o Options) (*Agent, error) {
 	if err := o.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a := &Agent{cfg: o.Config, store: o.Store, dp: o.Dataplane, reg: o.Registry, log: o.Logger,
+	a := &Agent{cfg: o.Config, store: o.Store, dp: o.Dataplane, bgp: o.BGP, reg: o.Registry, log: o.Logger,
 		version: o.Version, every: o.CheckInterval, shutdown: o.ShutdownTimeout, now: o.Now}
 	if a.log == nil {
 		a.log = zap.NewNop()

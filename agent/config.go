@@ -11,18 +11,20 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/tabbynet/tabby/agent/localapi"
+	"github.com/tabbynet/tabby/bgp/controller"
 	"github.com/tabbynet/tabby/datastore"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Defaults of the agent's settings.
 const (
-	DefaultHealthAddr     = "127.0.0.1:9099"
-	DefaultMetricsAddr    = "127.0.0.1:9091"
-	DefaultSocket         = localapi.DefaultSocket
-	DefaultNodenameFile   = "/var/lib/tabby/nodename"
-	DefaultAutodetect     = "first-found"
-	DefaultResyncInterval = 90 * time.Second
+	DefaultHealthAddr         = "127.0.0.1:9099"
+	DefaultMetricsAddr        = "127.0.0.1:9091"
+	DefaultSocket             = localapi.DefaultSocket
+	DefaultNodenameFile       = "/var/lib/tabby/nodename"
+	DefaultAutodetect         = "first-found"
+	DefaultResyncInterval     = 90 * time.Second
+	DefaultBGPSecretNamespace = controller.DefaultSecretNamespace
 )
 
 // Config is the agent's configuration, from flags and the environment.
@@ -38,7 +40,11 @@ type Config struct {
 	IPAutodetect   string
 	NodenameFile   string
 	ResyncInterval time.Duration
-	ShowVersion    bool
+	// BGP runs the node's BGP speaker (the controller in bgp/controller).
+	BGP bool
+	// BGPSecretNamespace holds the Secrets that BGP passwords name.
+	BGPSecretNamespace string
+	ShowVersion        bool
 }
 
 // setting is one flag and the environment variables that may set it, in order.
@@ -59,6 +65,8 @@ var settings = []setting{
 	{"ip-autodetect", []string{"IP_AUTODETECTION_METHOD"}},
 	{"nodename-file", []string{"TABBY_NODENAME_FILE"}},
 	{"resync-interval", []string{"TABBY_RESYNC_INTERVAL"}},
+	{"bgp", []string{"TABBY_BGP"}},
+	{"bgp-secret-namespace", []string{"TABBY_BGP_SECRET_NAMESPACE"}},
 }
 
 // FlagSet returns the agent's flags bound to c, with their defaults.
@@ -77,6 +85,8 @@ func (c *Config) FlagSet(out io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.IPAutodetect, "ip-autodetect", DefaultAutodetect, "how to detect the node's address: first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST or cidr=CIDR[,CIDR] (env IP_AUTODETECTION_METHOD)")
 	fs.StringVar(&c.NodenameFile, "nodename-file", DefaultNodenameFile, `file the node name is written to for the CNI plugin; "" disables (env TABBY_NODENAME_FILE)`)
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", DefaultResyncInterval, "full resync period of the dataplane (env TABBY_RESYNC_INTERVAL)")
+	fs.BoolVar(&c.BGP, "bgp", true, "run the BGP speaker: node-to-node mesh, BGPPeers, learned routes (env TABBY_BGP)")
+	fs.StringVar(&c.BGPSecretNamespace, "bgp-secret-namespace", DefaultBGPSecretNamespace, "namespace of the Secrets BGP passwords name (env TABBY_BGP_SECRET_NAMESPACE)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	return fs
 }
@@ -149,6 +159,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Socket == "" {
 		errs = append(errs, errors.New("--socket: empty"))
+	}
+	if c.BGP && c.BGPSecretNamespace == "" {
+		errs = append(errs, errors.New("--bgp-secret-namespace: empty"))
 	}
 	if _, err := c.StaticIP(); err != nil {
 		errs = append(errs, fmt.Errorf("--ip: %w", err))

@@ -14,13 +14,15 @@
 //   - the run loop: the datastore check, felix's Run, and a graceful stop on
 //     cancellation that leaves every route in the kernel;
 //   - the HTTP servers: /livez and /readyz, Prometheus /metrics from the injected
-//     registry, and the local API (GET /status, /endpoints, /routes) on a unix socket
-//     (package agent/localapi holds its wire types and client, for tabbyctl);
+//     registry, and the local API (GET /status, /endpoints, /routes, /bgp/peers) on a
+//     unix socket (package agent/localapi holds its wire types and client, for
+//     tabbyctl); the BGP controller is run by cmd/tabby-node and only reported here;
 //   - the node-name file the CNI plugin reads (/var/lib/tabby/nodename).
 //
 // It does no kernel I/O beyond reading interface addresses: routes, sysctls and BPF are
 // felix's. The only files it writes are the socket (replacing a stale one that nobody
 // answers on, removed on exit) and the node-name file.
 //
-// It imports api/v1, datastore and felix; cmd/tabby-node only wires it.
+// It imports api/v1, datastore, felix and bgp (for the BGP report's types);
+// cmd/tabby-node only wires it.
 package agent

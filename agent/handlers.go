@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -45,12 +46,12 @@ func metricsHandler(reg *prometheus.Registry, log *zap.Logger) http.Handler {
 	return mux
 }
 
-// localAPIHandler serves the local API on the unix socket: GET /status, /endpoints and
-// /routes, JSON.
+// localAPIHandler serves the local API on the unix socket: GET /status, /endpoints,
+// /routes and /bgp/peers, JSON.
 func (a *Agent) localAPIHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+localapi.PathStatus, func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, a.status())
+	mux.HandleFunc("GET "+localapi.PathStatus, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.status(r.Context()))
 	})
 	mux.HandleFunc("GET "+localapi.PathEndpoints, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, localapi.EndpointList{Endpoints: endpointsOut(a.dp.Status().Endpoints)})
@@ -64,21 +65,22 @@ func (a *Agent) localAPIHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, localapi.RouteList{Routes: routesOut(rs)})
 	})
+	mux.HandleFunc("GET "+localapi.PathBGPPeers, a.serveBGPPeers)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case localapi.PathStatus, localapi.PathEndpoints, localapi.PathRoutes:
+		case localapi.PathStatus, localapi.PathEndpoints, localapi.PathRoutes, localapi.PathBGPPeers:
 			w.Header().Set("Allow", "GET, HEAD")
 			writeJSON(w, http.StatusMethodNotAllowed, localapi.Error{Error: "method " + r.Method + " not allowed: use GET"})
 			return
 		}
 		writeJSON(w, http.StatusNotFound, localapi.Error{Error: "no such endpoint " + r.Method + " " + r.URL.Path +
-			": use GET " + localapi.PathStatus + ", " + localapi.PathEndpoints + " or " + localapi.PathRoutes})
+			": use GET " + localapi.PathStatus + ", " + localapi.PathEndpoints + ", " + localapi.PathRoutes + " or " + localapi.PathBGPPeers})
 	})
 	return mux
 }
 
 // status builds the answer of GET /status.
-func (a *Agent) status() localapi.Status {
+func (a *Agent) status(ctx context.Context) localapi.Status {
 	now := a.now()
 	up := now.Sub(a.start)
 	fs := a.dp.Status()
@@ -104,6 +106,11 @@ func (a *Agent) status() localapi.Status {
 		out.NodeIP = ""
 	}
 	out.Ready = len(out.NotReady) == 0
+	bs, err := a.bgpStatus(ctx)
+	if err != nil {
+		bs = localapi.BGPStatus{Enabled: true, Peers: []localapi.BGPPeer{}, Problems: []string{"list BGP peers: " + err.Error()}}
+	}
+	out.BGP = &bs
 	if !fs.LastApply.IsZero() {
 		t := fs.LastApply
 		out.Felix.LastApply = &t

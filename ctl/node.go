@@ -173,16 +173,25 @@ func printNodeStatus(w io.Writer, st *localapi.Status, now time.Time) error {
 		}
 	}
 	line("Endpoints", fmt.Sprintf("%d (%d programmed)", len(st.Felix.Endpoints), programmed))
+	nodeBGPLines(line, st.BGP)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(st.Felix.Endpoints) == 0 {
+	if err := printNodeEndpoints(w, st.Felix.Endpoints); err != nil {
+		return err
+	}
+	return printNodeBGPPeers(w, st.BGP, now)
+}
+
+// printNodeEndpoints prints the endpoints table of tabbyctl node status, if any.
+func printNodeEndpoints(w io.Writer, eps []localapi.Endpoint) error {
+	if len(eps) == 0 {
 		return nil
 	}
 	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 6, 4, 3, ' ', 0)
+	tw := tabwriter.NewWriter(w, 6, 4, 3, ' ', 0)
 	fmt.Fprintln(tw, "NAMESPACE\tNAME\tWORKLOAD\tINTERFACE\tIPS\tPROGRAMMED\tMESSAGE")
-	for _, e := range st.Felix.Endpoints {
+	for _, e := range eps {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Namespace, e.Name, dash(e.Workload), dash(e.Interface),
 			dash(strings.Join(e.IPs, ",")), yesNo(e.Programmed), dash(e.Message))
 	}

@@ -206,6 +206,7 @@ Exit codes: 0 success, 1 failure, 2 bad usage.`,
 		newVersionCmd(g),
 		newIPAMCmd(g),
 		newNodeCmd(g),
+		newBGPCmd(g),
 	)
 	return root
 }

@@ -17,6 +17,7 @@ const (
 	PathStatus    = "/status"
 	PathEndpoints = "/endpoints"
 	PathRoutes    = "/routes"
+	PathBGPPeers  = "/bgp/peers"
 )
 
 // Status is the answer of GET /status: who the agent is, whether it is ready, and what
@@ -45,6 +46,8 @@ type Status struct {
 	HealthAddr  string      `json:"healthAddr,omitempty"`
 	MetricsAddr string      `json:"metricsAddr,omitempty"`
 	Felix       FelixStatus `json:"felix"`
+	// BGP is what GET /bgp/peers answers (absent from agents older than BGP).
+	BGP *BGPStatus `json:"bgp,omitempty"`
 }
 
 // DatastoreStatus is the result of the agent's last datastore check.
@@ -101,6 +104,32 @@ type EndpointList struct {
 // RouteList is the answer of GET /routes.
 type RouteList struct {
 	Routes []Route `json:"routes"`
+}
+
+// BGPStatus is the answer of GET /bgp/peers: the node's BGP sessions as its speaker
+// sees them, and what the BGP controller could not apply.
+type BGPStatus struct {
+	// Enabled is false when tabby-node runs with --bgp=false (then nothing else is set).
+	Enabled  bool      `json:"enabled"`
+	Peers    []BGPPeer `json:"peers"`
+	Problems []string  `json:"problems,omitempty"`
+}
+
+// BGPPeer is one BGP session.
+type BGPPeer struct {
+	Address string `json:"address"`
+	// Type is mesh, global, node or reflector.
+	Type  string `json:"type"`
+	ASN   uint32 `json:"asn"`
+	State string `json:"state"`
+	// Since is when the session entered State.
+	Since              *time.Time `json:"since,omitempty"`
+	PrefixesReceived   int        `json:"prefixesReceived"`
+	PrefixesAccepted   int        `json:"prefixesAccepted"`
+	PrefixesAdvertised int        `json:"prefixesAdvertised"`
+	// LastError is why the session last went down.
+	LastError string `json:"lastError,omitempty"`
+	AdminDown bool   `json:"adminDown,omitempty"`
 }
 
 // Error is the body of every answer with a status code other than 200.

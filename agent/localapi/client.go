@@ -70,6 +70,15 @@ func (c *Client) Routes(ctx context.Context) ([]Route, error) {
 	return l.Routes, nil
 }
 
+// BGPPeers calls GET /bgp/peers.
+func (c *Client) BGPPeers(ctx context.Context) (*BGPStatus, error) {
+	var s BGPStatus
+	if err := c.get(ctx, PathBGPPeers, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
 func (c *Client) get(ctx context.Context, path string, into any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tabby-node"+path, nil)
 	if err != nil {

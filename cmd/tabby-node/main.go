@@ -1,6 +1,7 @@
 // Command tabby-node is Tabby's per-node agent. It only wires the pieces together:
 // configuration and the logger (package agent), the datastore (datastore.NewKube), the
-// dataplane (felix) and the metrics registry, then runs the agent until SIGTERM or
+// dataplane (felix), the BGP controller (bgp/controller over gobgp, unless --bgp=false)
+// and the metrics registry, then runs the agent and the controller until SIGTERM or
 // SIGINT. See docs/reference/tabby-node.md.
 package main
 
@@ -16,6 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
 	"github.com/tabbynet/tabby/agent"
+	"github.com/tabbynet/tabby/bgp"
+	"github.com/tabbynet/tabby/bgp/controller"
+	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/felix"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
@@ -72,13 +76,92 @@ func runAgent(cfg agent.Config, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("felix: %w", err)
 	}
-	// No BGP speaker runs yet, so nothing is learned: say so, which lets felix remove
-	// learned routes (protocol 117) left from an earlier run.
-	fx.SetLearnedRoutes(nil)
-	a, err := agent.New(agent.Options{Config: cfg, Store: store, Dataplane: fx, Registry: reg,
-		Logger: log, Version: Version})
+	var bgpc *controller.Controller
+	if cfg.BGP {
+		bgpc, err = newBGP(cfg, store, fx, log)
+		if err != nil {
+			return err
+		}
+	} else {
+		// No BGP speaker runs, so nothing is learned: say so, which lets felix remove
+		// learned routes (protocol 117) left from an earlier run.
+		fx.SetLearnedRoutes(nil)
+	}
+	opts := agent.Options{Config: cfg, Store: store, Dataplane: fx, Registry: reg, Logger: log, Version: Version}
+	if bgpc != nil {
+		opts.BGP = bgpc
+	}
+	a, err := agent.New(opts)
 	if err != nil {
 		return err
 	}
-	return a.Run(ctx)
+	if bgpc == nil {
+		return a.Run(ctx)
+	}
+	// The agent and the BGP controller run side by side; when either returns, the
+	// other is stopped. The controller waits for the Node the agent registers.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bgpDone := make(chan error, 1)
+	go func() {
+		err := bgpc.Run(rctx)
+		if err != nil {
+			log.Error("BGP controller stopped", zap.Error(err))
+		}
+		cancel()
+		bgpDone <- err
+	}()
+	aerr := a.Run(rctx)
+	cancel()
+	berr := <-bgpDone
+	if aerr != nil {
+		return aerr
+	}
+	if berr != nil {
+		return fmt.Errorf("bgp: %w", berr)
+	}
+	return nil
+}
+
+// newBGP builds the node's BGP controller over gobgp; learned routes go to felix.
+//
+// LocalRestarting is set when felix finds learned routes (protocol 117) in the kernel
+// at start: an earlier tabby-node ran BGP on this node and stopped, gracefully on
+// SIGTERM, so its peers keep our routes; our speaker then announces the restart and
+// defers its advertisements until the peers' End-of-RIB. On a fresh node it is false,
+// so that nodes starting together do not wait for each other.
+//
+// StopGraceful is always true: the controller stops only when tabby-node exits (on
+// SIGTERM, SIGINT or a failure), and peers with graceful restart keep our routes
+// until we are back.
+func newBGP(cfg agent.Config, store datastore.Store, fx *felix.Felix, log *zap.Logger) (*controller.Controller, error) {
+	restarting := false
+	rs, err := fx.Routes()
+	if err != nil {
+		log.Warn("cannot list routes to find learned routes of an earlier run", zap.Error(err))
+	}
+	for _, r := range rs {
+		if r.Kind == "learned" {
+			restarting = true
+			break
+		}
+	}
+	blog := log.Named("bgp")
+	if restarting {
+		blog.Info("found learned routes of an earlier run: restarting gracefully")
+	}
+	c, err := controller.New(controller.Config{
+		NodeName:        cfg.NodeName,
+		Store:           store,
+		NewSpeaker:      func() bgp.Speaker { return bgp.NewGoBGP(blog.Named("speaker")) },
+		OnLearned:       fx.SetLearnedRoutes,
+		Base:            bgp.Global{LocalRestarting: restarting},
+		StopGraceful:    true,
+		SecretNamespace: cfg.BGPSecretNamespace,
+		Logger:          blog,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bgp: %w", err)
+	}
+	return c, nil
 }
