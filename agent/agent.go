@@ -141,7 +141,7 @@ func (a *Agent) registerMetrics() error {
 	info.Set(1)
 	for _, c := range []prometheus.Collector{
 		info,
-		gauge("tabby_node_ready", "1 when /readyz answers ok: the datastore is reachable and felix is ready.", func() bool { return len(a.notReady()) == 0 }),
+		gauge("tabby_node_ready", "1 when /readyz answers ok: the datastore is reachable, the node registered and felix ready.", func() bool { return len(a.notReady()) == 0 }),
 		gauge("tabby_node_datastore_reachable", "1 when the last datastore check succeeded.", func() bool { return a.snapshot().reachable }),
 		gauge("tabby_node_registered", "1 once the tabby.dev Node holds this node's address.", func() bool { return a.snapshot().registered }),
 	} {
@@ -173,6 +173,10 @@ func (a *Agent) notReady() []string {
 		out = append(out, "datastore not checked yet")
 	case !st.reachable:
 		out = append(out, "datastore unreachable: "+st.storeErr)
+	case !st.registered:
+		// Peers (the BGP mesh, IPAM's node selectors) find this node by its Node
+		// resource: not ready until it is written.
+		out = append(out, "node not registered yet")
 	}
 	if !a.dp.Ready() {
 		out = append(out, "felix not ready")

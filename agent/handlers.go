@@ -16,7 +16,7 @@ import (
 )
 
 // healthHandler serves /livez (the process answers) and /readyz (the datastore is
-// reachable and the dataplane is ready).
+// reachable, the node registered and the dataplane ready).
 func (a *Agent) healthHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
