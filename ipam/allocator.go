@@ -67,16 +67,30 @@ func (a *Allocator) Assign(ctx context.Context, req Request) (Allocation, error)
 
 	// Settings and the node's labels are independent reads: fetch them together.
 	var set *settings
+	var err error
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) { set, err = a.settings(gctx); return err })
 	g.Go(func() error { _, err := a.cachedNodeLabels(gctx, req.Node); return err })
-	if err := g.Wait(); err != nil {
+	if err = g.Wait(); err != nil {
 		return Allocation{}, err
 	}
 	if req.IP.IsValid() {
+		if _, ok := poolContaining(set.pools, req.IP); !ok {
+			if set, err = a.refresh(ctx); err != nil { // a pool created a moment ago?
+				return Allocation{}, err
+			}
+		}
 		return a.assignStatic(ctx, req, set)
 	}
 	pools, err := a.candidatePools(ctx, req, set.pools)
+	if errors.Is(err, ErrNoPool) {
+		// The cached view may predate a pool created a moment ago: look once more,
+		// consistently, before failing.
+		if set, err = a.refresh(ctx); err != nil {
+			return Allocation{}, err
+		}
+		pools, err = a.candidatePools(ctx, req, set.pools)
+	}
 	if err != nil {
 		return Allocation{}, err
 	}

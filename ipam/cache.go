@@ -33,7 +33,9 @@ type labelEntry struct {
 	labels map[string]string
 }
 
-// settings returns pools, config and reservations, read at most ttl ago.
+// settings returns pools, config and reservations, read at most ttl ago. They come
+// from the API server's watch cache, which may lag a write by a moment: callers that
+// find no usable pool call refresh before they fail.
 func (a *Allocator) settings(ctx context.Context) (*settings, error) {
 	a.cache.mu.Lock()
 	cur := a.cache.cur
@@ -41,12 +43,21 @@ func (a *Allocator) settings(ctx context.Context) (*settings, error) {
 	if cur != nil && a.now().Sub(cur.at) < a.ttl {
 		return cur, nil
 	}
+	return a.readSettings(ctx, true)
+}
+
+// refresh re-reads the settings consistently (a pool created a moment ago is seen).
+func (a *Allocator) refresh(ctx context.Context) (*settings, error) {
+	return a.readSettings(ctx, false)
+}
+
+func (a *Allocator) readSettings(ctx context.Context, stale bool) (*settings, error) {
 	// Three independent reads: in flight together over one connection.
 	s := &settings{at: a.now()}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) { s.pools, err = a.allPools(gctx); return err })
+	g.Go(func() (err error) { s.pools, err = a.allPools(gctx, stale); return err })
 	g.Go(func() (err error) { s.cfg, err = a.config(gctx); return err })
-	g.Go(func() (err error) { s.reserved, s.resNames, err = a.reservations(gctx); return err })
+	g.Go(func() (err error) { s.reserved, s.resNames, err = a.reservations(gctx, stale); return err })
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}

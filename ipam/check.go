@@ -120,7 +120,7 @@ type world struct {
 func (a *Allocator) read(ctx context.Context) (*world, error) {
 	w := &world{handles: map[string]*v1.IPAMHandle{}, nodes: map[string]bool{}, pods: map[string]bool{}, weps: map[netip.Addr]bool{}}
 	var err error
-	if w.pools, err = a.allPools(ctx); err != nil {
+	if w.pools, err = a.allPools(ctx, false); err != nil {
 		return nil, err
 	}
 	if w.blocks, err = datastore.List[*v1.IPAMBlock](ctx, a.s, datastore.ListOptions{}); err != nil {

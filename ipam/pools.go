@@ -50,9 +50,10 @@ func (p pool) blockOf(addr netip.Addr) netip.Prefix {
 	return b
 }
 
-// allPools lists every IPPool, sorted by name.
-func (a *Allocator) allPools(ctx context.Context) ([]pool, error) {
-	objs, err := datastore.List[*v1.IPPool](ctx, a.s, datastore.ListOptions{AllowStale: true})
+// allPools lists every IPPool, sorted by name; stale allows the API server's cache (see
+// settings).
+func (a *Allocator) allPools(ctx context.Context, stale bool) ([]pool, error) {
+	objs, err := datastore.List[*v1.IPPool](ctx, a.s, datastore.ListOptions{AllowStale: stale})
 	if err != nil {
 		return nil, fmt.Errorf("list IPPools: %w", err)
 	}
@@ -181,8 +182,8 @@ func (a *Allocator) candidatePools(ctx context.Context, req Request, all []pool)
 }
 
 // reservations returns a test for reserved addresses.
-func (a *Allocator) reservations(ctx context.Context) (func(netip.Addr) bool, []string, error) {
-	objs, err := datastore.List[*v1.IPReservation](ctx, a.s, datastore.ListOptions{AllowStale: true})
+func (a *Allocator) reservations(ctx context.Context, stale bool) (func(netip.Addr) bool, []string, error) {
+	objs, err := datastore.List[*v1.IPReservation](ctx, a.s, datastore.ListOptions{AllowStale: stale})
 	if err != nil {
 		return nil, nil, fmt.Errorf("list IPReservations: %w", err)
 	}

@@ -94,7 +94,7 @@ func (a *Allocator) ReleaseIPHeldBy(ctx context.Context, ip netip.Addr, handleID
 }
 
 func (a *Allocator) releaseIP(ctx context.Context, ip netip.Addr, holds func(string, map[string]string) bool) error {
-	all, err := a.allPools(ctx)
+	all, err := a.allPools(ctx, false)
 	if err != nil {
 		return err
 	}

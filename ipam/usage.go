@@ -66,7 +66,7 @@ type AddressInfo struct {
 
 // Usage reads every pool and block and counts them.
 func (a *Allocator) Usage(ctx context.Context) (Usage, error) {
-	all, err := a.allPools(ctx)
+	all, err := a.allPools(ctx, false)
 	if err != nil {
 		return Usage{}, err
 	}
@@ -119,14 +119,14 @@ func (a *Allocator) Usage(ctx context.Context) (Usage, error) {
 // Lookup says who holds ip, since when, and from which block.
 func (a *Allocator) Lookup(ctx context.Context, ip netip.Addr) (AddressInfo, error) {
 	info := AddressInfo{IP: ip.String()}
-	all, err := a.allPools(ctx)
+	all, err := a.allPools(ctx, false)
 	if err != nil {
 		return info, err
 	}
 	if p, ok := poolContaining(all, ip); ok {
 		info.Pool = p.name()
 	}
-	if reserved, _, err := a.reservations(ctx); err != nil {
+	if reserved, _, err := a.reservations(ctx, false); err != nil {
 		return info, err
 	} else if reserved != nil {
 		info.Reserved = reserved(ip)

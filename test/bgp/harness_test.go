@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/tabbynet/tabby/api/v1"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/test/k8senv"
 	"github.com/tabbynet/tabby/test/netnode"
@@ -252,23 +251,12 @@ func (tn *tnode) addPod(t *testing.T, ns, name string) (string, netip.Addr) {
 
 func (c *cluster) createNamespace(t *testing.T, name string) {
 	t.Helper()
-	if _, err := datastore.Create(ctxT(t), c.store, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = c.store.Delete(context.Background(), datastore.KindNamespace, "", name, datastore.DeleteOptions{})
-	})
+	netnode.CreateNamespace(t, c.store, name)
 }
 
 func (c *cluster) createPool(t *testing.T, name, cidr string) {
 	t.Helper()
-	if _, err := datastore.Create(ctxT(t), c.store, &v1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1.IPPoolSpec{CIDR: cidr, BlockSize: 26}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = c.store.Delete(context.Background(), datastore.KindIPPool, "", name, datastore.DeleteOptions{})
-	})
+	netnode.CreatePool(t, c.store, name, cidr, 26)
 }
 
 // tabbyctl runs the built tabbyctl (against the apiserver from the host) and returns

@@ -26,25 +26,12 @@ import (
 
 func (h *harness) createNamespace(t *testing.T, name string) {
 	t.Helper()
-	_, err := datastore.Create(ctxT(t), h.store, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = h.store.Delete(context.Background(), datastore.KindNamespace, "", name, datastore.DeleteOptions{})
-	})
+	netnode.CreateNamespace(t, h.store, name)
 }
 
 func (h *harness) createPool(t *testing.T, name, cidr string, blockSize int) {
 	t.Helper()
-	_, err := datastore.Create(ctxT(t), h.store, &v1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1.IPPoolSpec{CIDR: cidr, BlockSize: blockSize}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = h.store.Delete(context.Background(), datastore.KindIPPool, "", name, datastore.DeleteOptions{})
-	})
+	netnode.CreatePool(t, h.store, name, cidr, blockSize)
 }
 
 // podLabels are the labels every test pod carries (and its WEP must).
@@ -62,14 +49,7 @@ func (h *harness) createPod(t *testing.T, namespace, name string, annotations ma
 				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {ContainerPort: 9000}}}},
 		},
 	}
-	got, err := datastore.Create(ctxT(t), h.store, pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = h.store.Delete(context.Background(), datastore.KindPod, namespace, name, datastore.DeleteOptions{})
-	})
-	return got
+	return netnode.Create(t, h.store, pod)
 }
 
 // attached is one pod interface a test wired.

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/tabbynet/tabby/api/v1"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/test/k8senv"
 	"github.com/tabbynet/tabby/test/netnode"
@@ -102,23 +101,12 @@ func ctxT(t *testing.T) context.Context { return netnode.Context(t, 30*time.Seco
 
 func (h *harness) createNamespace(t *testing.T, name string) {
 	t.Helper()
-	if _, err := datastore.Create(ctxT(t), h.store, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = h.store.Delete(context.Background(), datastore.KindNamespace, "", name, datastore.DeleteOptions{})
-	})
+	netnode.CreateNamespace(t, h.store, name)
 }
 
 func (h *harness) createPool(t *testing.T, name, cidr string) {
 	t.Helper()
-	if _, err := datastore.Create(ctxT(t), h.store, &v1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1.IPPoolSpec{CIDR: cidr, BlockSize: 26}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = h.store.Delete(context.Background(), datastore.KindIPPool, "", name, datastore.DeleteOptions{})
-	})
+	netnode.CreatePool(t, h.store, name, cidr, 26)
 }
 
 func (h *harness) createPod(t *testing.T, namespace, name string) {
@@ -127,10 +115,5 @@ func (h *harness) createPod(t *testing.T, namespace, name string) {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{"app": "ping"}},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.invalid/app:1"}}},
 	}
-	if _, err := datastore.Create(ctxT(t), h.store, pod); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = h.store.Delete(context.Background(), datastore.KindPod, namespace, name, datastore.DeleteOptions{})
-	})
+	netnode.Create(t, h.store, pod)
 }
