@@ -123,7 +123,7 @@ func (l *loop) apply(full bool) {
 		if r == nil {
 			l.rt.Delete(p)
 		} else {
-			l.rt.Set(p, dataplane.Target{Kind: toKind(r.Kind), Interface: r.Interface, NextHops: r.NextHops})
+			l.rt.Set(p, *r)
 		}
 	}
 	for name, want := range b.changes.Interfaces {
@@ -227,14 +227,4 @@ func (l *loop) endpointStatus(views []endpointView) []EndpointStatus {
 		return out[i].Name < out[j].Name
 	})
 	return out
-}
-
-func toKind(k calc.RouteKind) dataplane.Kind {
-	switch k {
-	case calc.KindLocal:
-		return dataplane.KindLocal
-	case calc.KindBlackhole:
-		return dataplane.KindBlackhole
-	}
-	return dataplane.KindLearned
 }

@@ -19,5 +19,6 @@
 // Every netlink call goes through one caller-supplied persistent *netlink.Handle; the
 // package-level netlink functions (a socket per call) are never used on a hot path.
 // Reconcilers are not safe for concurrent use: one goroutine (felix's apply loop)
-// drives them. It imports felix/routes, vishvananda/netlink and netns, and zap.
+// drives them. It imports felix/routes, felix/calc (for the shared route type; calc is pure),
+// vishvananda/netlink and netns, and zap.
 package dataplane

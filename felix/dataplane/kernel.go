@@ -4,45 +4,26 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/tabbynet/tabby/felix/calc"
 	"github.com/tabbynet/tabby/felix/routes"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// Kind is what a route of Tabby's is for.
-type Kind uint8
+// Kind is what a route of Tabby's is for (felix/calc's RouteKind).
+type Kind = calc.RouteKind
 
 // Route kinds.
 const (
-	KindLocal     Kind = iota + 1 // /32 (/128) to a local workload, scope link, out of its interface
-	KindBlackhole                 // one of this node's blocks
-	KindLearned                   // learned over BGP, via next hops
+	KindLocal     = calc.KindLocal     // /32 (/128) to a local workload, scope link, out of its interface
+	KindBlackhole = calc.KindBlackhole // one of this node's blocks
+	KindLearned   = calc.KindLearned   // learned over BGP, via next hops
 )
 
-// String is local, blackhole or learned.
-func (k Kind) String() string {
-	switch k {
-	case KindLocal:
-		return "local"
-	case KindBlackhole:
-		return "blackhole"
-	case KindLearned:
-		return "learned"
-	}
-	return "unknown"
-}
-
-// Target is one desired route: Interface for KindLocal; NextHops (sorted, unique, of
+// Target is one desired route; it is felix/calc's Route, so the calculation and the
+// writer share one definition: Interface for KindLocal; NextHops (sorted, unique, of
 // the prefix's family) for KindLearned.
-type Target struct {
-	Kind      Kind
-	Interface string
-	NextHops  []netip.Addr
-}
-
-func (t Target) equal(o Target) bool {
-	return t.Kind == o.Kind && t.Interface == o.Interface && slices.Equal(t.NextHops, o.NextHops)
-}
+type Target = calc.Route
 
 // kroute is the part of a kernel route of ours that the reconciler compares.
 type kroute struct {

@@ -85,7 +85,7 @@ func (t *RouteTable) SetGracePeriod(d time.Duration) { t.grace = d }
 func (t *RouteTable) Set(p netip.Prefix, tgt Target) {
 	p = normPrefix(p)
 	if old, ok := t.desired[p]; ok {
-		if old.equal(tgt) {
+		if old.Equal(tgt) {
 			return
 		}
 		t.unindexDesired(p, old)
