@@ -62,20 +62,8 @@ reports.`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table (a summary), yaml or json")
 	cmd.RunE = runE(func(cmd *cobra.Command, _ []string) error {
-		f, err := parseNodeFormat(output)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(cmd.Context(), nodeRequestTimeout)
-		defer cancel()
-		st, err := client().Status(ctx)
-		if err != nil {
-			return err
-		}
-		if f != formatTable {
-			return writeDoc(g.stdout, f, st)
-		}
-		return printNodeStatus(g.stdout, st, g.opts.Now())
+		return askAgent(cmd, g, output, client().Status, func(st *localapi.Status) any { return st },
+			func(st *localapi.Status) error { return printNodeStatus(g.stdout, st, g.opts.Now()) })
 	})
 	return cmd
 }
@@ -92,25 +80,36 @@ routes learned over BGP (kind learned), with their route protocol number.`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
 	cmd.RunE = runE(func(cmd *cobra.Command, _ []string) error {
-		f, err := parseNodeFormat(output)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(cmd.Context(), nodeRequestTimeout)
-		defer cancel()
-		rs, err := client().Routes(ctx)
-		if err != nil {
-			return err
-		}
-		if rs == nil {
-			rs = []localapi.Route{}
-		}
-		if f != formatTable {
-			return writeDoc(g.stdout, f, localapi.RouteList{Routes: rs})
-		}
-		return printNodeRoutes(g.stdout, rs)
+		return askAgent(cmd, g, output, client().Routes,
+			func(rs []localapi.Route) any {
+				if rs == nil {
+					rs = []localapi.Route{}
+				}
+				return localapi.RouteList{Routes: rs}
+			},
+			func(rs []localapi.Route) error { return printNodeRoutes(g.stdout, rs) })
 	})
 	return cmd
+}
+
+// askAgent makes one request to the local agent and prints the answer: as a document
+// (doc) for -o yaml|json, else as a table (table).
+func askAgent[T any](cmd *cobra.Command, g *globals, output string, call func(context.Context) (T, error),
+	doc func(T) any, table func(T) error) error {
+	f, err := parseNodeFormat(output)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), nodeRequestTimeout)
+	defer cancel()
+	v, err := call(ctx)
+	if err != nil {
+		return err
+	}
+	if f != formatTable {
+		return writeDoc(g.stdout, f, doc(v))
+	}
+	return table(v)
 }
 
 func yesNo(b bool) string {
