@@ -73,6 +73,17 @@ func NewGoBGP(log *zap.Logger) Speaker {
 func (s *goBGP) Watch() <-chan Event { return s.events }
 
 // isRunning is checked under opMu by every configuring call.
+// operate takes the operation lock and checks the speaker runs; the caller defers the
+// returned unlock. what names the operation in the error.
+func (s *goBGP) operate(what string) (unlock func(), err error) {
+	s.opMu.Lock()
+	if !s.isRunning() {
+		s.opMu.Unlock()
+		return nil, fmt.Errorf("%s: %w", what, ErrNotStarted)
+	}
+	return s.opMu.Unlock, nil
+}
+
 func (s *goBGP) isRunning() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -221,11 +232,11 @@ func (s *goBGP) Advertise(ctx context.Context, prefix netip.Prefix, attrs PathAt
 	if err != nil {
 		return fmt.Errorf("advertise %s: %w", prefix, err)
 	}
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	if !s.isRunning() {
-		return fmt.Errorf("advertise %s: %w", prefix, ErrNotStarted)
+	unlock, err := s.operate(fmt.Sprintf("advertise %s", prefix))
+	if err != nil {
+		return err
 	}
+	defer unlock()
 	if _, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}}); err != nil {
 		return fmt.Errorf("advertise %s: %w", prefix, err)
 	}
@@ -240,11 +251,11 @@ func (s *goBGP) Withdraw(ctx context.Context, prefix netip.Prefix) error {
 		return errors.New("withdraw: prefix is not valid")
 	}
 	prefix = prefix.Masked()
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	if !s.isRunning() {
-		return fmt.Errorf("withdraw %s: %w", prefix, ErrNotStarted)
+	unlock, err := s.operate(fmt.Sprintf("withdraw %s", prefix))
+	if err != nil {
+		return err
 	}
+	defer unlock()
 	s.mu.Lock()
 	attrs, ok := s.originated[prefix]
 	s.mu.Unlock()

@@ -24,11 +24,11 @@ func (s *goBGP) AddPeer(ctx context.Context, p Peer) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	if !s.isRunning() {
-		return fmt.Errorf("add peer %s: %w", p.Address, ErrNotStarted)
+	unlock, err := s.operate(fmt.Sprintf("add peer %s", p.Address))
+	if err != nil {
+		return err
 	}
+	defer unlock()
 	s.mu.Lock()
 	_, exists := s.peers[p.Address]
 	s.mu.Unlock()
@@ -74,11 +74,11 @@ func (s *goBGP) UpdatePeer(ctx context.Context, p Peer) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	if !s.isRunning() {
-		return fmt.Errorf("update peer %s: %w", p.Address, ErrNotStarted)
+	unlock, err := s.operate(fmt.Sprintf("update peer %s", p.Address))
+	if err != nil {
+		return err
 	}
+	defer unlock()
 	s.mu.Lock()
 	e := s.peers[p.Address]
 	var old Peer
@@ -116,7 +116,7 @@ func (s *goBGP) UpdatePeer(ctx context.Context, p Peer) error {
 	case policyEqual(old.Export, p.Export) && old.NextHop == p.NextHop:
 		dir = api.ResetPeerRequest_DIRECTION_IN
 	}
-	err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: p.Address.String(), Soft: true, Direction: dir})
+	err = s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: p.Address.String(), Soft: true, Direction: dir})
 	if err != nil {
 		return fmt.Errorf("update peer %s: soft reset: %w", p.Address, err)
 	}
@@ -125,11 +125,11 @@ func (s *goBGP) UpdatePeer(ctx context.Context, p Peer) error {
 
 func (s *goBGP) RemovePeer(ctx context.Context, addr netip.Addr) error {
 	addr = addr.Unmap()
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	if !s.isRunning() {
-		return fmt.Errorf("remove peer %s: %w", addr, ErrNotStarted)
+	unlock, err := s.operate(fmt.Sprintf("remove peer %s", addr))
+	if err != nil {
+		return err
 	}
+	defer unlock()
 	if err := s.removePeer(ctx, addr); err != nil {
 		return fmt.Errorf("remove peer %s: %w", addr, err)
 	}
@@ -281,13 +281,13 @@ func apiPeer(p *Peer, restarting bool, deferral time.Duration, adminDown bool) *
 }
 
 func (s *goBGP) Peers(ctx context.Context) ([]PeerState, error) {
-	s.opMu.Lock()
-	defer s.opMu.Unlock()
-	if !s.isRunning() {
-		return nil, fmt.Errorf("list peers: %w", ErrNotStarted)
+	unlock, err := s.operate("list peers")
+	if err != nil {
+		return nil, err
 	}
+	defer unlock()
 	got := map[netip.Addr]*api.Peer{}
-	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+	err = s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		if p.Conf == nil {
 			return
 		}
