@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   iproute2 iputils-ping ethtool tcpdump   # namespaces, veths, probes
   git ca-certificates                     # module fetches
+  frr bird2 gobgpd                        # BGP peers we did not write (interop, benches)
 )
 
 missing=()

@@ -13,8 +13,8 @@ import (
 
 	"github.com/tabbynet/tabby/agent/localapi"
 	"github.com/tabbynet/tabby/ctl"
+	"github.com/tabbynet/tabby/test/fabric"
 	"github.com/tabbynet/tabby/test/k8senv"
-	"github.com/tabbynet/tabby/test/netnode"
 )
 
 var env *k8senv.Env
@@ -43,8 +43,8 @@ func TestBGPMesh(t *testing.T) {
 		n.start(t)
 	}
 	for _, n := range nodes {
-		waitFor(t, "tabby-node on "+n.name+" registered", 60*time.Second, func() error {
-			st, err := localapi.NewClient(n.socket, 5*time.Second).Status(context.Background())
+		waitFor(t, "tabby-node on "+n.Name+" registered", 60*time.Second, func() error {
+			st, err := localapi.NewClient(n.Socket, 5*time.Second).Status(context.Background())
 			if err != nil {
 				return err
 			}
@@ -56,15 +56,14 @@ func TestBGPMesh(t *testing.T) {
 	}
 
 	type podInfo struct {
-		podNS string
-		ip    netip.Addr
+		*fabric.Pod
 		block netip.Prefix
 	}
 	var pods []podInfo
 	for i, n := range nodes {
-		podNS, ip := n.addPod(t, ns, fmt.Sprintf("pod-%c", 'a'+i))
-		pods = append(pods, podInfo{podNS: podNS, ip: ip, block: netip.PrefixFrom(ip, 26).Masked()})
-		t.Logf("pod on %s: %s (block %s)", n.name, ip, pods[i].block)
+		p := n.addPod(t, ns, fmt.Sprintf("pod-%c", 'a'+i))
+		pods = append(pods, podInfo{Pod: p, block: netip.PrefixFrom(p.IP, 26).Masked()})
+		t.Logf("pod on %s: %s (block %s)", n.Name, p.IP, pods[i].block)
 	}
 	if pods[0].block == pods[1].block {
 		t.Fatalf("both pods in block %s: blocks are affine to one node", pods[0].block)
@@ -75,13 +74,13 @@ func TestBGPMesh(t *testing.T) {
 	learned := func(i int) error {
 		other := 1 - i
 		// "ip route show proto 117" lists only protocol-117 routes, without the "proto".
-		want := fmt.Sprintf("%s via %s dev fab0", pods[other].block, nodes[other].ip)
-		out, err := nodes[i].n.IP(context.Background(), "route", "show", "proto", "117")
+		want := fmt.Sprintf("%s via %s dev fab0", pods[other].block, nodes[other].IP)
+		out, err := nodes[i].Net.IP(context.Background(), "route", "show", "proto", "117")
 		if err != nil {
 			return err
 		}
 		if !strings.Contains(out, want) {
-			return fmt.Errorf("protocol-117 routes on %s %q, want %q", nodes[i].name, out, want)
+			return fmt.Errorf("protocol-117 routes on %s %q, want %q", nodes[i].Name, out, want)
 		}
 		return nil
 	}
@@ -89,18 +88,14 @@ func TestBGPMesh(t *testing.T) {
 		other := 1 - i
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		out, err := netnode.Run(ctx, "ip", "netns", "exec", pods[i].podNS, "ping", "-c", "2", "-W", "2", pods[other].ip.String())
-		if err != nil {
-			return fmt.Errorf("ping %s -> %s: %w\n%s", pods[i].ip, pods[other].ip, err, out)
-		}
-		return nil
+		return pods[i].Ping(ctx, pods[other].IP, 2)
 	}
 	for i, n := range nodes {
-		waitFor(t, n.name+" learns "+pods[1-i].block.String(), 90*time.Second, func() error { return learned(i) })
+		waitFor(t, n.Name+" learns "+pods[1-i].block.String(), 90*time.Second, func() error { return learned(i) })
 	}
 	// The pods reach each other across the fabric.
 	for i := range pods {
-		waitFor(t, fmt.Sprintf("ping %s -> %s", pods[i].ip, pods[1-i].ip), 30*time.Second, func() error { return ping(i) })
+		waitFor(t, fmt.Sprintf("ping %s -> %s", pods[i].IP, pods[1-i].IP), 30*time.Second, func() error { return ping(i) })
 	}
 
 	// tabbyctl bgp peers: the mesh session Established on both nodes.
@@ -116,18 +111,18 @@ func TestBGPMesh(t *testing.T) {
 			return fmt.Errorf("decode: %w\n%s", err, out)
 		}
 		for i, n := range nodes {
-			other := nodes[1-i].ip.String()
+			other := nodes[1-i].IP.String()
 			found := false
 			for _, p := range l.Peers {
-				if p.Node == n.name && p.PeerIP == other {
+				if p.Node == n.Name && p.PeerIP == other {
 					found = true
 					if p.Type != "mesh" || p.State != "Established" {
-						return fmt.Errorf("%s -> %s: %s %s (%s)", n.name, other, p.Type, p.State, p.Message)
+						return fmt.Errorf("%s -> %s: %s %s (%s)", n.Name, other, p.Type, p.State, p.Message)
 					}
 				}
 			}
 			if !found {
-				return fmt.Errorf("no session %s -> %s in %s", n.name, other, out)
+				return fmt.Errorf("no session %s -> %s in %s", n.Name, other, out)
 			}
 		}
 		return nil
@@ -138,20 +133,20 @@ func TestBGPMesh(t *testing.T) {
 	}
 	t.Logf("tabbyctl bgp peers -o json:\n%s\ntabbyctl bgp peers:\n%s", last, table)
 	for i, n := range nodes {
-		if !strings.Contains(table, n.name) || !strings.Contains(table, nodes[1-i].ip.String()) {
-			t.Errorf("table lacks %s -> %s:\n%s", n.name, nodes[1-i].ip, table)
+		if !strings.Contains(table, n.Name) || !strings.Contains(table, nodes[1-i].IP.String()) {
+			t.Errorf("table lacks %s -> %s:\n%s", n.Name, nodes[1-i].IP, table)
 		}
 	}
 
 	// tabbyctl node status on each node: the BGP lines from the local socket.
 	for i, n := range nodes {
-		out, err := c.tabbyctl("node", "status", "--socket", n.socket)
+		out, err := c.tabbyctl("node", "status", "--socket", n.Socket)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(out, "BGP:         1 peer (1 established)") ||
-			!strings.Contains(out, nodes[1-i].ip.String()+"   mesh   64512   Established") {
-			t.Errorf("tabbyctl node status on %s:\n%s", n.name, out)
+			!strings.Contains(out, nodes[1-i].IP.String()+"   mesh   64512   Established") {
+			t.Errorf("tabbyctl node status on %s:\n%s", n.Name, out)
 		}
 	}
 
@@ -162,25 +157,25 @@ func TestBGPMesh(t *testing.T) {
 	nodes[0].stop(t)
 	for i := range nodes {
 		if err := learned(i); err != nil {
-			t.Fatalf("with %s stopped: %v", nodes[0].name, err)
+			t.Fatalf("with %s stopped: %v", nodes[0].Name, err)
 		}
 		if err := ping(i); err != nil {
-			t.Fatalf("with %s stopped: %v", nodes[0].name, err)
+			t.Fatalf("with %s stopped: %v", nodes[0].Name, err)
 		}
 	}
 	nodes[0].start(t)
-	waitFor(t, nodes[0].name+" restarts gracefully", 30*time.Second, func() error {
-		b, err := os.ReadFile(nodes[0].log)
+	waitFor(t, nodes[0].Name+" restarts gracefully", 30*time.Second, func() error {
+		b, err := os.ReadFile(nodes[0].Log)
 		if err != nil {
 			return err
 		}
 		if !strings.Contains(string(b), "found learned routes of an earlier run") {
-			return fmt.Errorf("no restart in the log of %s", nodes[0].name)
+			return fmt.Errorf("no restart in the log of %s", nodes[0].Name)
 		}
 		return nil
 	})
-	waitFor(t, "the mesh Established again on "+nodes[0].name, 60*time.Second, func() error {
-		st, err := localapi.NewClient(nodes[0].socket, 5*time.Second).BGPPeers(context.Background())
+	waitFor(t, "the mesh Established again on "+nodes[0].Name, 60*time.Second, func() error {
+		st, err := localapi.NewClient(nodes[0].Socket, 5*time.Second).BGPPeers(context.Background())
 		if err != nil {
 			return err
 		}
@@ -190,7 +185,7 @@ func TestBGPMesh(t *testing.T) {
 		return nil
 	})
 	for i := range nodes {
-		waitFor(t, nodes[i].name+" learns after the restart", 30*time.Second, func() error { return learned(i) })
+		waitFor(t, nodes[i].Name+" learns after the restart", 30*time.Second, func() error { return learned(i) })
 		waitFor(t, "ping after the restart", 30*time.Second, func() error { return ping(i) })
 	}
 }
