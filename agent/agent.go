@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "github.com/tabbynet/tabby/api/v1"
+	"github.com/tabbynet/tabby/bgp"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/ipam"
 	"go.uber.org/zap"
@@ -147,6 +148,11 @@ func (a *Agent) registerMetrics() error {
 	} {
 		if err := a.reg.Register(c); err != nil {
 			return fmt.Errorf("agent: register metrics: %w", err)
+		}
+	}
+	if a.bgp != nil {
+		if err := a.reg.Register(bgp.NewPeerCollector(a.bgp.Peers, bgpPeersTimeout)); err != nil {
+			return fmt.Errorf("agent: register BGP metrics: %w", err)
 		}
 	}
 	return nil

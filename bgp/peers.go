@@ -309,6 +309,11 @@ func (s *goBGP) Peers(ctx context.Context) ([]PeerState, error) {
 				ps.State = apiSessionState(p.State.SessionState)
 				ps.AdminDown = p.State.AdminState == api.PeerState_ADMIN_STATE_DOWN ||
 					p.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT
+				ps.Flaps = int(p.State.Flops)
+				if m := p.State.Messages; m != nil {
+					ps.UpdatesReceived = m.GetReceived().GetUpdate()
+					ps.UpdatesSent = m.GetSent().GetUpdate()
+				}
 			}
 			for _, af := range p.AfiSafis {
 				if af.State != nil {

@@ -181,6 +181,10 @@ type PeerState struct {
 	LastError string
 	// AdminDown is true when the session is held down (e.g. after MaxPrefixes).
 	AdminDown bool
+	// Flaps counts the times the session left Established; UpdatesReceived and
+	// UpdatesSent count UPDATE messages. All three count since this speaker started.
+	Flaps                        int
+	UpdatesReceived, UpdatesSent uint64
 }
 
 // EventKind says what an Event reports.
