@@ -147,7 +147,7 @@ func (a *Allocator) tryHint(ctx context.Context, req Request, pools []pool, rese
 
 func (a *Allocator) tryAssign(ctx context.Context, req Request, pools []pool, cfg config, reserved func(netip.Addr) bool) (Allocation, error) {
 	// 1. The node's own blocks.
-	affine, err := a.affineBlocks(ctx, req.Node, pools)
+	affine, own, err := a.affineBlocks(ctx, req.Node, pools)
 	if err != nil {
 		return Allocation{}, err
 	}
@@ -162,7 +162,7 @@ func (a *Allocator) tryAssign(ctx context.Context, req Request, pools []pool, cf
 	}
 	// 2. A new block.
 	if cfg.autoAllocate && (cfg.maxBlocksPerHost == 0 || len(affine) < cfg.maxBlocksPerHost) {
-		b, p, err := a.claimFreeBlock(ctx, req.Node, pools, cfg)
+		b, p, err := a.claimFreeBlock(ctx, req.Node, pools, cfg, own)
 		if err == nil {
 			cidr, _ := blockCIDR(b)
 			if ord := freeOrdinal(b, cidr, reserved); ord >= 0 {
@@ -242,11 +242,15 @@ type affineBlock struct {
 }
 
 // affineBlocks lists the node's confirmed blocks in the candidate pools, the one that
-// last had room first.
-func (a *Allocator) affineBlocks(ctx context.Context, node string, pools []pool) ([]affineBlock, error) {
+// last had room first, and the names of every block labelled with the node.
+func (a *Allocator) affineBlocks(ctx context.Context, node string, pools []pool) ([]affineBlock, map[string]bool, error) {
 	blocks, err := datastore.List[*v1.IPAMBlock](ctx, a.s, datastore.ListOptions{LabelSelector: LabelNode + "=" + node, AllowStale: true})
 	if err != nil {
-		return nil, fmt.Errorf("list blocks of node %s: %w", node, err)
+		return nil, nil, fmt.Errorf("list blocks of node %s: %w", node, err)
+	}
+	names := make(map[string]bool, len(blocks))
+	for _, b := range blocks {
+		names[b.Name] = true
 	}
 	a.mu.Lock()
 	hint := a.hint[node]
@@ -271,7 +275,7 @@ func (a *Allocator) affineBlocks(ctx context.Context, node string, pools []pool)
 			out = append(out, ab)
 		}
 	}
-	return out, nil
+	return out, names, nil
 }
 
 func poolOfBlock(pools []pool, cidr netip.Prefix) (pool, bool) {

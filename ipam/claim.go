@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 
 	v1 "github.com/tabbynet/tabby/api/v1"
@@ -13,16 +14,28 @@ import (
 
 var errNoFreeBlock = errors.New("no free block")
 
-// claimFreeBlock claims the first unclaimed block of the candidate pools for node.
-func (a *Allocator) claimFreeBlock(ctx context.Context, node string, pools []pool, cfg config) (*v1.IPAMBlock, pool, error) {
-	// A stale list only costs an AlreadyExists on create, which is atomic.
-	blocks, err := datastore.List[*v1.IPAMBlock](ctx, a.s, datastore.ListOptions{AllowStale: true})
-	if err != nil {
-		return nil, pool{}, fmt.Errorf("list blocks: %w", err)
+// claimFreeBlock claims the first unclaimed block of the candidate pools for node,
+// walking each pool from the node's own offset. own names the node's blocks: they are
+// skipped without asking. The first candidate found taken by someone else makes it
+// list every block (from the watch cache) and skip those too, so a claim costs one
+// list of the cluster's blocks only where nodes' ranges meet, not on every claim.
+func (a *Allocator) claimFreeBlock(ctx context.Context, node string, pools []pool, cfg config, own map[string]bool) (*v1.IPAMBlock, pool, error) {
+	taken := maps.Clone(own)
+	if taken == nil {
+		taken = map[string]bool{}
 	}
-	taken := make(map[string]bool, len(blocks))
-	for _, b := range blocks {
-		taken[b.Name] = true
+	listed := false
+	listAll := func() error {
+		listed = true
+		// A stale list only costs an AlreadyExists on create, which is atomic.
+		blocks, err := datastore.List[*v1.IPAMBlock](ctx, a.s, datastore.ListOptions{AllowStale: true})
+		if err != nil {
+			return fmt.Errorf("list blocks: %w", err)
+		}
+		for _, b := range blocks {
+			taken[b.Name] = true
+		}
+		return nil
 	}
 	for _, p := range pools {
 		bits := p.obj.Spec.BlockSize - p.cidr.Bits()
@@ -39,6 +52,11 @@ func (a *Allocator) claimFreeBlock(ctx context.Context, node string, pools []poo
 			b, err := a.claim(ctx, node, cidr, cfg.strictAffinity)
 			if errors.Is(err, datastore.ErrAlreadyExists) {
 				taken[BlockName(cidr)] = true
+				if !listed {
+					if err := listAll(); err != nil {
+						return nil, pool{}, err
+					}
+				}
 				continue
 			}
 			if err != nil {

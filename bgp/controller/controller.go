@@ -33,7 +33,8 @@ type Config struct {
 	StopGraceful bool
 	// SecretNamespace holds the Secrets BGP passwords name (default tabby-system).
 	SecretNamespace string
-	// CalcDelay coalesces datastore changes before a recalculation (default 10ms).
+	// CalcDelay coalesces datastore changes: a change after a quiet spell is
+	// calculated at once, then at most one calculation per CalcDelay (default 10ms).
 	CalcDelay time.Duration
 	// Learned tunes the learned-route hand-off (OnPeer is set by the controller).
 	Learned LearnedOptions
@@ -188,21 +189,30 @@ func (c *Controller) Run(ctx context.Context) error {
 	newSpeaker()
 	defer func() { stopSpeaker(c.cfg.StopGraceful) }()
 
-	var calc <-chan time.Time
+	// Leading edge: a change after a quiet spell is calculated at once; within a burst,
+	// at most one calculation per CalcDelay.
+	var (
+		calc     <-chan time.Time
+		lastCalc time.Time
+	)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.in.changed:
-			if calc == nil && c.in.allSynced() {
-				calc = time.After(c.cfg.CalcDelay)
+			if calc != nil || !c.in.allSynced() {
+				continue
 			}
-			continue
+			if wait := c.cfg.CalcDelay - time.Since(lastCalc); wait > 0 {
+				calc = time.After(wait)
+				continue
+			}
 		case <-calc:
 			calc = nil
 		case <-retry:
 			retry = nil
 		}
+		lastCalc = time.Now()
 		in, _ := c.in.snapshot(c.cfg.NodeName, c.cfg.SecretNamespace)
 		d := Calc(in)
 		c.log.Debug("bgp desired state", zap.Stringer("desired", d))

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"sync"
 	"time"
@@ -13,12 +14,14 @@ import (
 
 // Defaults of the learned-route hand-off.
 const (
-	// DefaultLearnedDelay coalesces a burst of route events into one hand-off: the set
-	// is handed on at most this long after the first change of a burst.
+	// DefaultLearnedDelay coalesces a burst of route events: a change after a quiet
+	// spell is handed on at once, and then at most one hand-off per delay.
 	DefaultLearnedDelay = 20 * time.Millisecond
 	// DefaultInitialSyncTimeout bounds the wait for End-of-RIB from every configured
 	// peer before the first hand-off.
 	DefaultInitialSyncTimeout = 5 * time.Second
+	// drainMax bounds the queued events handled before one hand-off.
+	drainMax = 4096
 )
 
 // Learned follows the speaker's events and hands the whole set of learned routes to a
@@ -75,6 +78,11 @@ func NewLearned(out func([]felix.LearnedRoute), o LearnedOptions) *Learned {
 // off) the learned set is empty.
 func (l *Learned) SetDesired(d *Desired) {
 	l.mu.Lock()
+	// Only a change of what is handed on makes a hand-off: the first Desired, a change
+	// of our own prefixes (they are filtered out), BGP switched off (the set empties).
+	// Desired is recalculated on every block change of the cluster; a hand-off then
+	// would spend the leading edge of the route update that follows it.
+	changed := !l.haveDesired || !maps.Equal(l.own, d.Own) || (d.Global == nil && len(l.routes) > 0)
 	l.haveDesired = true
 	l.own = d.Own
 	l.waitEoR = map[netip.Addr]bool{}
@@ -87,7 +95,7 @@ func (l *Learned) SetDesired(d *Desired) {
 			l.waitEoR[a] = true
 		}
 	}
-	l.dirty = true
+	l.dirty = l.dirty || changed
 	l.mu.Unlock()
 	select {
 	case l.kick <- struct{}{}:
@@ -100,7 +108,10 @@ func (l *Learned) SetDesired(d *Desired) {
 func (l *Learned) Run(ctx context.Context, events <-chan bgp.Event) {
 	initial := time.NewTimer(l.timeout)
 	defer initial.Stop()
-	var flush <-chan time.Time
+	var (
+		flush    <-chan time.Time
+		lastEmit time.Time
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -121,7 +132,9 @@ func (l *Learned) Run(ctx context.Context, events <-chan bgp.Event) {
 			l.mu.Unlock()
 		case <-flush:
 			flush = nil
+			l.drain(events)
 			l.emit()
+			lastEmit = time.Now()
 			continue
 		}
 		l.mu.Lock()
@@ -132,7 +145,31 @@ func (l *Learned) Run(ctx context.Context, events <-chan bgp.Event) {
 		ready := l.synced && l.dirty
 		l.mu.Unlock()
 		if ready && flush == nil {
-			flush = time.After(l.delay)
+			// Leading edge: a change after a quiet spell is handed on at once; within a
+			// burst, at most one hand-off per delay.
+			if wait := l.delay - time.Since(lastEmit); wait > 0 {
+				flush = time.After(wait)
+				continue
+			}
+			l.drain(events)
+			l.emit()
+			lastEmit = time.Now()
+		}
+	}
+}
+
+// drain handles the events already queued, without waiting for more, so that a hand-off
+// at the leading edge of a burst carries what has arrived with it.
+func (l *Learned) drain(events <-chan bgp.Event) {
+	for range drainMax {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			l.handle(ev)
+		default:
+			return
 		}
 	}
 }
