@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"time"
 
@@ -113,7 +114,7 @@ func (s *goBGP) UpdatePeer(ctx context.Context, p Peer) error {
 	switch {
 	case policyEqual(old.Import, p.Import):
 		dir = api.ResetPeerRequest_DIRECTION_OUT
-	case policyEqual(old.Export, p.Export) && old.NextHop == p.NextHop:
+	case policyEqual(old.Export, p.Export) && old.NextHop == p.NextHop && slices.Equal(old.ThirdPartyNextHops, p.ThirdPartyNextHops):
 		dir = api.ResetPeerRequest_DIRECTION_IN
 	}
 	err = s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: p.Address.String(), Soft: true, Direction: dir})
@@ -204,7 +205,8 @@ func sessionEqual(a, b *Peer) bool {
 	x.Type, y.Type = "", ""
 	x.Import, y.Import, x.Export, y.Export = nil, nil, nil, nil
 	x.NextHop, y.NextHop = NextHopAuto, NextHopAuto
-	return x == y
+	x.ThirdPartyNextHops, y.ThirdPartyNextHops = nil, nil
+	return reflect.DeepEqual(x, y)
 }
 
 // seconds rounds d (or def when d is zero) to whole seconds.
@@ -323,8 +325,28 @@ func (s *goBGP) Peers(ctx context.Context) ([]PeerState, error) {
 				}
 			}
 		}
+		if ps.LastError == "" && ps.Flaps == 0 && !ps.AdminDown && e.cfg.Password != "" && notConnected(ps.State) {
+			ps.LastError = md5Hint(a, e.cfg.Port)
+		}
 		out = append(out, ps)
 	}
 	slices.SortFunc(out, func(a, b PeerState) int { return a.Address.Compare(b.Address) })
 	return out, nil
+}
+
+// notConnected says whether a session in state has no TCP connection.
+func notConnected(s SessionState) bool {
+	return s == StateIdle || s == StateConnect || s == StateActive
+}
+
+// md5Hint is the LastError of a session with a password that was never Established
+// and never went down with a reason. A TCP MD5 mismatch (or a peer without the
+// password) makes both kernels drop the other's segments silently, so all the speaker
+// sees is connection attempts that time out: say so, without claiming a mismatch.
+func md5Hint(addr netip.Addr, port uint16) string {
+	if port == 0 {
+		port = 179
+	}
+	return fmt.Sprintf("no TCP connection with %s yet; a TCP MD5 password is set, and one that differs from "+
+		"the peer's (or a peer without one) drops the connection silently: check both ends", netip.AddrPortFrom(addr, port))
 }

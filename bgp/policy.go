@@ -151,6 +151,18 @@ func buildPolicies(peers map[netip.Addr]*Peer) *api.SetPoliciesRequest {
 			Name:        nbr,
 			List:        []string{netip.PrefixFrom(a, a.BitLen()).String()},
 		})
+		if p.NextHop == NextHopAuto && len(p.ThirdPartyNextHops) > 0 {
+			// gobgp matches the next hop the route had before eBGP's next-hop-self.
+			nhs := make([]string, len(p.ThirdPartyNextHops))
+			for i, nh := range p.ThirdPartyNextHops {
+				nhs[i] = nh.String()
+			}
+			exp.Statements = append(exp.Statements, &api.Statement{
+				Name:       "tabby-nh-" + a.String(),
+				Conditions: &api.Conditions{NeighborSet: anySet(nbr), NextHopInList: nhs},
+				Actions:    &api.Actions{Nexthop: &api.NexthopAction{Unchanged: true}},
+			})
+		}
 		if p.NextHop != NextHopAuto {
 			// No route action: the statement only sets the next hop and evaluation goes on.
 			nh := &api.NexthopAction{Self: p.NextHop == NextHopSelf, Unchanged: p.NextHop == NextHopKeep}
@@ -214,12 +226,12 @@ func routeAction(a Action) api.RouteAction {
 }
 
 func hasFilters(p *Peer) bool {
-	return p.Import != nil || p.Export != nil || p.NextHop != NextHopAuto
+	return p.Import != nil || p.Export != nil || p.NextHop != NextHopAuto || len(p.ThirdPartyNextHops) > 0
 }
 
 // filtersEqual says whether two peers have the same filters and next-hop mode.
 func filtersEqual(a, b *Peer) bool {
-	return a.NextHop == b.NextHop && policyEqual(a.Import, b.Import) && policyEqual(a.Export, b.Export)
+	return a.NextHop == b.NextHop && slices.Equal(a.ThirdPartyNextHops, b.ThirdPartyNextHops) && policyEqual(a.Import, b.Import) && policyEqual(a.Export, b.Export)
 }
 
 func policyEqual(a, b *PrefixPolicy) bool {

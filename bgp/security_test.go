@@ -30,12 +30,24 @@ func TestMD5(t *testing.T) {
 	if ps := a.peerState(c); ps.State == StateEstablished {
 		t.Fatalf("a: session with c (wrong password) is %+v", ps)
 	}
+	// Both ends say what to check (the mismatch only shows as connections timing out).
+	for _, ps := range []PeerState{a.peerState(c), c.peerState(a)} {
+		if !strings.Contains(ps.LastError, "no TCP connection with") || !strings.Contains(ps.LastError, "TCP MD5 password is set") {
+			t.Errorf("session %s with a wrong password: last error %q, want one about the TCP connection and the MD5 password", ps.Address, ps.LastError)
+		}
+	}
+	if ps := b.peerState(a); ps.State != StateEstablished || ps.LastError != "" {
+		t.Errorf("b: session with a (right password) is %+v, want Established without an error", ps)
+	}
 
 	// The right password (a session change: re-created) brings it up.
 	if err := c.sp.UpdatePeer(context.Background(), c.peerConfig(a, password("s3cret"))); err != nil {
 		t.Fatal(err)
 	}
 	c.waitRoute("10.60.1.0/26", a)
+	if ps := c.peerState(a); ps.LastError != "" {
+		t.Errorf("c: session with a, Established with the right password, still says %q", ps.LastError)
+	}
 }
 
 func TestMaxPrefixes(t *testing.T) {

@@ -126,6 +126,13 @@ type Peer struct {
 	RouteReflectorClusterID string
 	// NextHop is what next hop we set on routes sent to the peer.
 	NextHop NextHopMode
+	// ThirdPartyNextHops, with NextHop Auto, are the other nodes on the subnet this
+	// node shares with the peer: routes with one of them as next hop (another node's
+	// block, passed on) go to the peer with that next hop unchanged, a third-party next
+	// hop (RFC 4271 5.1.3), so the peer forwards straight to the node that owns the
+	// route. (Addresses, not the subnet: gobgp v4 keeps only the address of a prefix in
+	// a next-hop condition.)
+	ThirdPartyNextHops []netip.Addr
 	// AllowOwnAS accepts routes whose AS path holds our AS up to this many times (eBGP
 	// behind a ToR where every node has the same AS).
 	AllowOwnAS int

@@ -34,7 +34,8 @@ type Input struct {
 // nodeInfo is what Calc keeps of a valid Node.
 type nodeInfo struct {
 	name   string
-	ip     netip.Addr // invalid when the node has no IPv4 address
+	ip     netip.Addr   // invalid when the node has no IPv4 address
+	subnet netip.Prefix // ip's subnet (spec.bgp.ipv4Address, masked)
 	asn    uint32
 	rrID   string
 	port   uint16
@@ -140,7 +141,8 @@ func (c *calc) readNodes() {
 		}
 		if b := n.Spec.BGP; b != nil {
 			if b.IPv4Address != "" {
-				ni.ip = netip.MustParsePrefix(b.IPv4Address).Addr() // validated
+				pfx := netip.MustParsePrefix(b.IPv4Address) // validated
+				ni.ip, ni.subnet = pfx.Addr(), pfx.Masked()
 			}
 			if b.ASNumber != nil {
 				ni.asn = uint32(*b.ASNumber)

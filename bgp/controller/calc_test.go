@@ -181,9 +181,9 @@ pool 10.65.0.0/16
 			Secrets: []*corev1.Secret{mkSecret("tor", map[string]string{"password": "x"})},
 		},
 		want: `global: router-id 192.168.9.1 as 64512 port 179
-peer 192.168.9.250 port 179 as 65104 local-as 64512 type node (BGPPeer only-a) source 192.168.9.1 timers 0s/0s restart 2m0s
+peer 192.168.9.250 port 179 as 65104 local-as 64512 type node (BGPPeer only-a) source 192.168.9.1 timers 0s/0s restart 2m0s third-party-next-hops [192.168.9.2 192.168.9.3]
 peer 192.168.9.253 port 1179 as 65101 local-as 65201 type node (BGPPeer tor-r1) timers 3s/9s restart 10s ttl-security 1 max-prefixes 1000 next-hop Self
-peer 192.168.9.254 port 179 as 65100 local-as 64512 type global (BGPPeer tor) password source 192.168.9.1 timers 30s/1m30s restart 2m0s allow-own-as 1 filter tor-in
+peer 192.168.9.254 port 179 as 65100 local-as 64512 type global (BGPPeer tor) password source 192.168.9.1 timers 30s/1m30s restart 2m0s allow-own-as 1 third-party-next-hops [192.168.9.2 192.168.9.3] filter tor-in
 problem BGPPeer tor: BGPFilter "gone" not found (or invalid): left out
 `,
 	}, {
@@ -221,7 +221,7 @@ peer 192.168.9.11 port 179 as 64512 local-as 64512 type reflector (BGPPeer to-rr
 		},
 		want: `global: router-id 192.168.9.1 as 64512 port 179
 peer 192.168.9.2 port 179 as 64512 local-as 64512 type mesh (mesh) node b source 192.168.9.1 timers 30s/1m30s restart 2m0s
-peer 192.168.9.3 port 179 as 65003 local-as 64512 type node (BGPPeer x-first) source 192.168.9.1 timers 30s/1m30s restart 2m0s
+peer 192.168.9.3 port 179 as 65003 local-as 64512 type node (BGPPeer x-first) source 192.168.9.1 timers 30s/1m30s restart 2m0s third-party-next-hops [192.168.9.2]
 problem BGPConfiguration default: invalid, ignored: ` + invalidMsg(mkConfig("default", v1.BGPConfigurationSpec{ASNumber: asn(0)})) + `
 problem BGPPeer both: invalid, ignored: ` + invalidMsg(mkPeer("both", v1.BGPPeerSpec{PeerIP: "192.168.9.200", PeerSelector: "all()", ASNumber: 1})) + `
 problem BGPPeer nokey: spec.password: secret tabby-system/tor has no key "other"; no session

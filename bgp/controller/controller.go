@@ -151,6 +151,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	}()
 	lopts := c.cfg.Learned
 	lopts.OnPeer = func(bgp.Event) { status.Kick() }
+	if c.cfg.Base.LocalRestarting && lopts.InitialSyncTimeout == 0 {
+		lopts.InitialSyncTimeout = DefaultRestartSyncTimeout
+	}
 
 	var (
 		rec     *Reconciler

@@ -20,6 +20,12 @@ const (
 	// DefaultInitialSyncTimeout bounds the wait for End-of-RIB from every configured
 	// peer before the first hand-off.
 	DefaultInitialSyncTimeout = 5 * time.Second
+	// DefaultRestartSyncTimeout is that wait after a graceful restart (the speaker is
+	// LocalRestarting): the kernel still holds the routes of the last run, and handing
+	// on a partial set would delete the routes of peers not yet back. A peer whose
+	// session dropped refuses us for a few seconds (gobgp idles 5 s after a reset),
+	// then needs a connect retry: 30 s covers that with room.
+	DefaultRestartSyncTimeout = 30 * time.Second
 	// drainMax bounds the queued events handled before one hand-off.
 	drainMax = 4096
 )

@@ -81,6 +81,17 @@ func (c *calc) explicitPeer(bp *v1.BGPPeer) {
 		if p.Port == 0 {
 			p.Port = v1.DefaultListenPort
 		}
+		// An eBGP router on the node's own subnet (a ToR): other nodes' blocks passed on
+		// to it keep their owner as next hop, as BIRD does for Calico.
+		if p.NextHopMode == v1.NextHopAuto && p.ASN != p.LocalASN && c.me.subnet.Bits() < 32 && c.me.subnet.Contains(p.Address) {
+			for _, n := range c.nodes {
+				if n != c.me && n.ip.IsValid() && n.ip != c.me.ip && n.ip != p.Address && c.me.subnet.Contains(n.ip) {
+					p.ThirdPartyNextHops = append(p.ThirdPartyNextHops, n.ip)
+				}
+			}
+			slices.SortFunc(p.ThirdPartyNextHops, netip.Addr.Compare)
+			p.ThirdPartyNextHops = slices.Compact(p.ThirdPartyNextHops)
+		}
 		c.addPeer(obj, p, imp)
 		return
 	}

@@ -126,7 +126,7 @@ func (d *Desired) SpeakerPeer(p Peer) bgp.Peer {
 		TTLSecurity: p.TTLSecurity, MaxPrefixes: p.MaxPrefixes,
 		GracefulRestart: p.MaxRestartTime > 0, RestartTime: p.MaxRestartTime,
 		RouteReflectorClient: p.RRClient, RouteReflectorClusterID: p.RRClusterID,
-		NextHop: nh, AllowOwnAS: int(p.AllowOwnAS), Type: string(p.Type),
+		NextHop: nh, ThirdPartyNextHops: p.ThirdPartyNextHops, AllowOwnAS: int(p.AllowOwnAS), Type: string(p.Type),
 		Import: d.ImportPolicy(p.Address), Export: d.ExportPolicy(p.Address),
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -151,6 +152,6 @@ func TestSpeakerPeer(t *testing.T) {
 func equalPeer(a, b bgp.Peer) bool {
 	ai, ae, bi, be := a.Import, a.Export, b.Import, b.Export
 	a.Import, a.Export, b.Import, b.Export = nil, nil, nil, nil
-	return a == b && slices.Equal(ai.Rules, bi.Rules) && ai.Default == bi.Default &&
+	return reflect.DeepEqual(a, b) && slices.Equal(ai.Rules, bi.Rules) && ai.Default == bi.Default &&
 		slices.Equal(ae.Rules, be.Rules) && ae.Default == be.Default
 }

@@ -79,6 +79,10 @@ type Peer struct {
 	AllowOwnAS uint8
 	// NextHopMode is Auto, Self or Keep.
 	NextHopMode v1.NextHopMode
+	// ThirdPartyNextHops: when the peer is an eBGP router on the node's subnet and
+	// NextHopMode is Auto, the other nodes on that subnet; routes of theirs passed on
+	// to the peer keep them as next hop.
+	ThirdPartyNextHops []netip.Addr
 }
 
 // Advert is one prefix the node originates.
@@ -163,6 +167,9 @@ func (d *Desired) String() string {
 		}
 		if p.NextHopMode != v1.NextHopAuto {
 			fmt.Fprintf(&b, " next-hop %s", p.NextHopMode)
+		}
+		if len(p.ThirdPartyNextHops) > 0 {
+			fmt.Fprintf(&b, " third-party-next-hops %v", p.ThirdPartyNextHops)
 		}
 		for _, f := range d.Filters[a] {
 			fmt.Fprintf(&b, " filter %s", f.Name)
