@@ -45,6 +45,9 @@ type goBGP struct {
 	rib         map[netip.Prefix]*ribEntry
 	watchCancel context.CancelFunc
 	inflight    sync.WaitGroup
+	// advertised caches each peer's advertised-prefix count (see Peers) as of advAt.
+	advertised map[netip.Addr]int
+	advAt      time.Time
 }
 
 // peerEntry is a configured peer and what the watch has seen of its session.

@@ -20,6 +20,9 @@ const (
 	DefaultConnectRetry  = 5 * time.Second
 )
 
+// advertisedTTL bounds how often Peers counts the prefixes each peer is sent.
+const advertisedTTL = 10 * time.Second
+
 func (s *goBGP) AddPeer(ctx context.Context, p Peer) error {
 	p.Address = p.Address.Unmap()
 	if err := p.validate(); err != nil {
@@ -289,7 +292,13 @@ func (s *goBGP) Peers(ctx context.Context) ([]PeerState, error) {
 	}
 	defer unlock()
 	got := map[netip.Addr]*api.Peer{}
-	err = s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+	// Counting what each peer is sent makes gobgp run every path of its table through
+	// the export policies, holding its server loop (~0.3 s at 100k paths): at most once
+	// per advertisedTTL.
+	s.mu.Lock()
+	countAdv := s.advertised == nil || time.Since(s.advAt) >= advertisedTTL
+	s.mu.Unlock()
+	err = s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: countAdv}, func(p *api.Peer) {
 		if p.Conf == nil {
 			return
 		}
@@ -302,6 +311,16 @@ func (s *goBGP) Peers(ctx context.Context) ([]PeerState, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if countAdv {
+		s.advertised, s.advAt = make(map[netip.Addr]int, len(got)), time.Now()
+		for a, p := range got {
+			for _, af := range p.AfiSafis {
+				if af.State != nil {
+					s.advertised[a] += int(af.State.Advertised)
+				}
+			}
+		}
+	}
 	out := make([]PeerState, 0, len(s.peers))
 	for a, e := range s.peers {
 		ps := PeerState{Address: a, Type: e.cfg.Type, ASN: e.cfg.ASN, State: e.state, Since: e.since,
@@ -321,10 +340,10 @@ func (s *goBGP) Peers(ctx context.Context) ([]PeerState, error) {
 				if af.State != nil {
 					ps.PrefixesReceived += int(af.State.Received)
 					ps.PrefixesAccepted += int(af.State.Accepted)
-					ps.PrefixesAdvertised += int(af.State.Advertised)
 				}
 			}
 		}
+		ps.PrefixesAdvertised = s.advertised[a]
 		if ps.LastError == "" && ps.Flaps == 0 && !ps.AdminDown && e.cfg.Password != "" && notConnected(ps.State) {
 			ps.LastError = md5Hint(a, e.cfg.Port)
 		}

@@ -111,6 +111,9 @@ type Felix struct {
 	learned      []LearnedRoute
 	learnedDirty bool
 	learnedSeen  bool
+	// learnedDelta holds changes given after the last full set was taken: prefix ->
+	// next hops, nil for a withdrawal.
+	learnedDelta map[netip.Prefix][]netip.Addr
 	synced       map[string]bool
 	watchErrs    map[string]string
 	linkQ        []netlink.LinkUpdate
@@ -243,6 +246,34 @@ func (f *Felix) SetLearnedRoutes(routes []LearnedRoute) {
 	copy(cp, routes)
 	f.mu.Lock()
 	f.learned, f.learnedDirty, f.learnedSeen = cp, true, true
+	f.learnedDelta = nil // the full set supersedes changes not yet taken
+	f.mu.Unlock()
+	f.wake()
+}
+
+// UpdateLearnedRoutes changes the set of learned routes by routes (added or with new
+// next hops) and withdrawn (gone), at the cost of the change, not of the set: for a
+// BGP table that changes a little at a time. SetLearnedRoutes must have been called
+// once before; until then the changes are only recorded. The NextHops slices must not
+// be modified afterwards.
+func (f *Felix) UpdateLearnedRoutes(routes []LearnedRoute, withdrawn []netip.Prefix) {
+	if len(routes) == 0 && len(withdrawn) == 0 {
+		return
+	}
+	f.mu.Lock()
+	if f.learnedDelta == nil {
+		f.learnedDelta = make(map[netip.Prefix][]netip.Addr, len(routes)+len(withdrawn))
+	}
+	for _, p := range withdrawn {
+		f.learnedDelta[p] = nil
+	}
+	for _, r := range routes {
+		if len(r.NextHops) == 0 {
+			f.learnedDelta[r.Prefix] = nil
+			continue
+		}
+		f.learnedDelta[r.Prefix] = r.NextHops
+	}
 	f.mu.Unlock()
 	f.wake()
 }

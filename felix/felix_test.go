@@ -119,6 +119,13 @@ func TestFelixProgramsTheNode(t *testing.T) {
 	ecmp := "10.96.0.0/24 proto 117 via " + nextHop1 + "," + nextHop2
 	wantRoutes(t, n, "learned ECMP route", hole, local1, local4, ecmp)
 
+	// Changes only: one route added, then withdrawn again, the others untouched.
+	r.f.UpdateLearnedRoutes([]felix.LearnedRoute{{Prefix: netip.MustParsePrefix("10.96.1.0/24"),
+		NextHops: []netip.Addr{netip.MustParseAddr(nextHop1)}}}, nil)
+	wantRoutes(t, n, "learned route added by a delta", hole, local1, local4, ecmp, "10.96.1.0/24 proto 117 via "+nextHop1)
+	r.f.UpdateLearnedRoutes(nil, []netip.Prefix{netip.MustParsePrefix("10.96.1.0/24")})
+	wantRoutes(t, n, "learned route withdrawn by a delta", hole, local1, local4, ecmp)
+
 	foreign := false
 	for _, rt := range n.Routes(unix.RTPROT_STATIC) {
 		foreign = foreign || rt.Dst.String() == "10.97.0.99/32"

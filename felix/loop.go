@@ -84,6 +84,10 @@ func (l *loop) take(full bool) batch {
 		f.graph.SetLearned(lr)
 		f.learned, f.learnedDirty = nil, false
 	}
+	if f.learnedDelta != nil && f.learnedSeen {
+		f.graph.UpdateLearned(f.learnedDelta)
+		f.learnedDelta = nil
+	}
 	b := batch{changes: f.graph.TakeChanges(), full: full || f.needResync, synced: true, learned: f.learnedSeen}
 	f.needResync = false
 	for _, u := range f.linkQ {

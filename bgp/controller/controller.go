@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -25,6 +26,9 @@ type Config struct {
 	NewSpeaker func() bgp.Speaker
 	// OnLearned receives the whole learned set (see Learned). Required.
 	OnLearned func([]felix.LearnedRoute)
+	// OnLearnedDelta, when set, receives the changes after the first hand-off instead
+	// (felix's UpdateLearnedRoutes; see LearnedOptions.OnDelta).
+	OnLearnedDelta func([]felix.LearnedRoute, []netip.Prefix)
 	// Base carries the speaker's Global fields the datastore does not give
 	// (LocalRestarting after a graceful stop, SelectionDeferral, ListenAddresses).
 	Base bgp.Global
@@ -151,6 +155,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	}()
 	lopts := c.cfg.Learned
 	lopts.OnPeer = func(bgp.Event) { status.Kick() }
+	if lopts.OnDelta == nil {
+		lopts.OnDelta = c.cfg.OnLearnedDelta
+	}
 	if c.cfg.Base.LocalRestarting && lopts.InitialSyncTimeout == 0 {
 		lopts.InitialSyncTimeout = DefaultRestartSyncTimeout
 	}

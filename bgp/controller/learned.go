@@ -33,10 +33,12 @@ const (
 // Learned follows the speaker's events and hands the whole set of learned routes to a
 // callback: first once the initial table is in (End-of-RIB from every configured peer,
 // or the initial-sync timeout; at once when there are no peers or BGP is off), then
-// after every burst of changes. A route to one of this node's own prefixes is never
-// handed on. Routes kept only by graceful restart (stale) are kept.
+// after every burst of changes: the whole set again, or, with OnDelta, only what
+// changed. A route to one of this node's own prefixes is never handed on. Routes kept
+// only by graceful restart (stale) are kept.
 type Learned struct {
 	out     func([]felix.LearnedRoute)
+	delta   func([]felix.LearnedRoute, []netip.Prefix)
 	onPeer  func(bgp.Event)
 	delay   time.Duration
 	timeout time.Duration
@@ -51,12 +53,20 @@ type Learned struct {
 	synced      bool // the initial table was handed on
 	dirty       bool
 	kick        chan struct{}
+	// changed holds the prefixes whose hand-off may differ since the last one; full
+	// asks for the whole set next (none handed on yet, or BGP switched off).
+	changed map[netip.Prefix]struct{}
+	full    bool
 }
 
 // LearnedOptions tune a Learned; zero values mean the defaults.
 type LearnedOptions struct {
 	Delay              time.Duration
 	InitialSyncTimeout time.Duration
+	// OnDelta, when set, receives every hand-off after the first as the routes added
+	// or changed and the prefixes withdrawn (felix's UpdateLearnedRoutes): with a large
+	// table, a change then costs what it changes, not the size of the table.
+	OnDelta func(routes []felix.LearnedRoute, withdrawn []netip.Prefix)
 	// OnPeer is called (from Run's goroutine) with every EventPeer and IPv4
 	// EventEndOfRIB.
 	OnPeer func(bgp.Event)
@@ -65,7 +75,7 @@ type LearnedOptions struct {
 
 // NewLearned returns a Learned handing its set to out.
 func NewLearned(out func([]felix.LearnedRoute), o LearnedOptions) *Learned {
-	l := &Learned{out: out, onPeer: o.OnPeer, delay: o.Delay, timeout: o.InitialSyncTimeout, log: o.Logger,
+	l := &Learned{out: out, delta: o.OnDelta, changed: map[netip.Prefix]struct{}{}, full: true, onPeer: o.OnPeer, delay: o.Delay, timeout: o.InitialSyncTimeout, log: o.Logger,
 		routes: map[netip.Prefix][]netip.Addr{}, own: map[netip.Prefix]bool{}, waitEoR: map[netip.Addr]bool{},
 		eor: map[netip.Addr]bool{}, kick: make(chan struct{}, 1)}
 	if l.delay <= 0 {
@@ -89,6 +99,19 @@ func (l *Learned) SetDesired(d *Desired) {
 	// Desired is recalculated on every block change of the cluster; a hand-off then
 	// would spend the leading edge of the route update that follows it.
 	changed := !l.haveDesired || !maps.Equal(l.own, d.Own) || (d.Global == nil && len(l.routes) > 0)
+	for p := range l.own { // a prefix that stops or starts being ours changes its hand-off
+		if !d.Own[p] {
+			l.changed[p] = struct{}{}
+		}
+	}
+	for p := range d.Own {
+		if !l.own[p] {
+			l.changed[p] = struct{}{}
+		}
+	}
+	if d.Global == nil {
+		l.full = true
+	}
 	l.haveDesired = true
 	l.own = d.Own
 	l.waitEoR = map[netip.Addr]bool{}
@@ -189,6 +212,7 @@ func (l *Learned) handle(ev bgp.Event) {
 		} else {
 			l.routes[ev.Prefix] = ev.NextHops
 		}
+		l.changed[ev.Prefix] = struct{}{}
 		l.dirty = true
 		l.mu.Unlock()
 	case bgp.EventEndOfRIB:
@@ -237,8 +261,29 @@ func (l *Learned) Synced() bool {
 func (l *Learned) emit() {
 	l.mu.Lock()
 	l.dirty = false
+	if l.delta == nil || l.full {
+		l.full = false
+		clear(l.changed)
+		l.mu.Unlock()
+		routes := l.Snapshot()
+		l.log.Debug("learned routes handed on", zap.Int("routes", len(routes)))
+		l.out(routes)
+		return
+	}
+	var set []felix.LearnedRoute
+	var gone []netip.Prefix
+	for p := range l.changed {
+		if nhs, ok := l.routes[p]; ok && !l.own[p] {
+			set = append(set, felix.LearnedRoute{Prefix: p, NextHops: nhs})
+		} else {
+			gone = append(gone, p)
+		}
+	}
+	clear(l.changed)
 	l.mu.Unlock()
-	routes := l.Snapshot()
-	l.log.Debug("learned routes handed on", zap.Int("routes", len(routes)))
-	l.out(routes)
+	if len(set) == 0 && len(gone) == 0 {
+		return
+	}
+	l.log.Debug("learned route changes handed on", zap.Int("set", len(set)), zap.Int("withdrawn", len(gone)))
+	l.delta(set, gone)
 }

@@ -185,3 +185,87 @@ func TestLearnedPeerEvents(t *testing.T) {
 		return slices.Equal(got, []string{"192.168.9.2 Established"})
 	})
 }
+
+// deltaSink applies hand-offs to a set as felix does: the first whole, then changes.
+type deltaSink struct {
+	mu             sync.Mutex
+	set            map[netip.Prefix][]netip.Addr
+	fulls, deltas  int
+	lastDeltaItems int
+}
+
+func (s *deltaSink) out(r []felix.LearnedRoute) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fulls++
+	s.set = map[netip.Prefix][]netip.Addr{}
+	for _, x := range r {
+		s.set[x.Prefix] = x.NextHops
+	}
+}
+
+func (s *deltaSink) delta(set []felix.LearnedRoute, gone []netip.Prefix) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deltas++
+	s.lastDeltaItems = len(set) + len(gone)
+	for _, p := range gone {
+		delete(s.set, p)
+	}
+	for _, x := range set {
+		s.set[x.Prefix] = x.NextHops
+	}
+}
+
+func (s *deltaSink) print() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rs []felix.LearnedRoute
+	for p, nhs := range s.set {
+		rs = append(rs, felix.LearnedRoute{Prefix: p, NextHops: nhs})
+	}
+	return printRoutes(rs)
+}
+
+// TestLearnedDeltas: with OnDelta the first hand-off is the whole set, the later ones
+// only what changed (routes and own-prefix changes), and applying them gives the set a
+// whole hand-off would.
+func TestLearnedDeltas(t *testing.T) {
+	s := &deltaSink{}
+	l := NewLearned(s.out, LearnedOptions{InitialSyncTimeout: time.Hour, OnDelta: s.delta})
+	ch := make(chan bgp.Event, 1000)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.Run(ctx, ch) }()
+	defer func() { cancel(); <-done }()
+
+	l.SetDesired(learnedDesired())
+	for i := range 50 {
+		ch <- route(fmt.Sprintf("10.65.%d.0/26", 10+i), "192.168.9.2")
+	}
+	ch <- route("10.65.0.64/26", "192.168.9.2")
+	ch <- eor("192.168.9.2")
+	ch <- eor("192.168.9.3")
+	eventually(t, "the initial table", func() bool { return strings.Count(s.print(), ">") == 51 })
+
+	ch <- route("10.65.10.0/26", "192.168.9.2", "192.168.9.3") // ECMP now
+	ch <- route("10.65.11.0/26")                               // withdrawn
+	ch <- route("10.65.0.0/26", "192.168.9.2")                 // my own block: never
+	eventually(t, "the changes", func() bool {
+		p := s.print()
+		return strings.Contains(p, "10.65.10.0/26>192.168.9.2,192.168.9.3") && !strings.Contains(p, "10.65.11.0/26")
+	})
+	if strings.Contains(s.print(), "10.65.0.0/26") {
+		t.Fatalf("own block handed on: %s", s.print())
+	}
+	// Node a gives its block 10.65.0.0/26 up: the route b sends for it is now b's.
+	d := Calc(Input{NodeName: "a", Nodes: three, Pools: []*v1.IPPool{poolA},
+		Blocks: []*v1.IPAMBlock{mkBlock("10.65.0.64/26", "b", map[int]string{1: "a"})}})
+	l.SetDesired(d)
+	eventually(t, "the former own block handed on", func() bool { return strings.Contains(s.print(), "10.65.0.0/26>192.168.9.2") })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fulls != 1 || s.deltas < 2 || s.lastDeltaItems > 3 {
+		t.Fatalf("%d whole hand-offs and %d deltas (the last of %d items): want 1 whole, small deltas", s.fulls, s.deltas, s.lastDeltaItems)
+	}
+}

@@ -155,6 +155,7 @@ func newBGP(cfg agent.Config, store datastore.Store, fx *felix.Felix, log *zap.L
 		Store:           store,
 		NewSpeaker:      func() bgp.Speaker { return bgp.NewGoBGP(blog.Named("speaker")) },
 		OnLearned:       fx.SetLearnedRoutes,
+		OnLearnedDelta:  fx.UpdateLearnedRoutes,
 		Base:            bgp.Global{LocalRestarting: restarting},
 		StopGraceful:    true,
 		SecretNamespace: cfg.BGPSecretNamespace,

@@ -249,6 +249,29 @@ func TestIncrementalChanges(t *testing.T) {
 		!reflect.DeepEqual(c.Routes[pfx("10.70.0.0/26")].NextHops, []netip.Addr{addr("192.168.9.2"), addr("192.168.9.3")}) {
 		t.Fatalf("learned changes = %+v", c.Routes)
 	}
+	// UpdateLearned: only what the delta changes is dirty; an unchanged route, a
+	// withdrawal of what is not there, and a route with no usable next hop (which
+	// drops the old one) behave as in SetLearned.
+	g.UpdateLearned(map[netip.Prefix][]netip.Addr{
+		pfx("10.70.0.0/26"): {addr("192.168.9.3"), addr("192.168.9.2")}, // same set, other order
+		pfx("10.70.2.0/26"): {addr("192.168.9.4")},
+		pfx("10.70.9.0/26"): nil,
+	})
+	c = g.TakeChanges()
+	if len(c.Routes) != 1 || !reflect.DeepEqual(c.Routes[pfx("10.70.2.0/26")].NextHops, []netip.Addr{addr("192.168.9.4")}) {
+		t.Fatalf("learned delta changes = %+v", c.Routes)
+	}
+	g.UpdateLearned(map[netip.Prefix][]netip.Addr{
+		pfx("10.70.2.0/26"): nil,
+		pfx("10.70.0.0/26"): {netip.IPv4Unspecified()},
+	})
+	c = g.TakeChanges()
+	if len(c.Routes) != 2 || c.Routes[pfx("10.70.2.0/26")] != nil || c.Routes[pfx("10.70.0.0/26")] != nil {
+		t.Fatalf("learned delta withdrawals = %+v", c.Routes)
+	}
+	if _, ok := g.Route(pfx("10.70.0.0/26")); ok {
+		t.Fatal("a route with no usable next hop is still desired")
+	}
 	// The winner of a contested address going away hands the route to the other.
 	g.UpsertEndpoint(wep("ns", "x", node, "cali8", "10.65.0.50/32"))
 	g.UpsertEndpoint(wep("ns", "y", node, "cali9", "10.65.0.50/32"))

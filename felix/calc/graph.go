@@ -339,6 +339,47 @@ func (g *Graph) SetLearned(routes []LearnedRoute) {
 	g.learned = next
 }
 
+// UpdateLearned changes the learned routes by delta: prefix -> next hops, nil (or
+// none) for a withdrawal. Bad routes are skipped as in SetLearned.
+func (g *Graph) UpdateLearned(delta map[netip.Prefix][]netip.Addr) {
+	skipped, example := 0, ""
+	if g.learned == nil {
+		g.learned = map[netip.Prefix][]netip.Addr{}
+	}
+	drop := func(p netip.Prefix) {
+		if !p.IsValid() {
+			return
+		}
+		p = unmapPrefix(p).Masked()
+		if _, ok := g.learned[p]; ok {
+			delete(g.learned, p)
+			g.dirtyRoutes[p] = struct{}{}
+		}
+	}
+	for p, nhs := range delta {
+		if len(nhs) == 0 {
+			drop(p)
+			continue
+		}
+		np, nnhs, why := normaliseLearned(LearnedRoute{Prefix: p, NextHops: nhs})
+		if why != "" { // as in SetLearned: a bad route replaces none
+			if skipped++; skipped == 1 {
+				example = p.String() + ": " + why
+			}
+			drop(p)
+			continue
+		}
+		if old, ok := g.learned[np]; ok && slices.Equal(old, nnhs) {
+			continue
+		}
+		g.learned[np] = nnhs
+		g.dirtyRoutes[np] = struct{}{}
+	}
+	if skipped > 0 {
+		g.log.Warn("skipped bad learned routes", zap.Int("count", skipped), zap.String("first", example))
+	}
+}
+
 // Route is the route desired for p, if any.
 func (g *Graph) Route(p netip.Prefix) (Route, bool) {
 	if ks := g.owners[p]; len(ks) > 0 {
