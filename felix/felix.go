@@ -217,6 +217,13 @@ func (f *Felix) Run(ctx context.Context) error {
 	l := &loop{f: f, rt: dataplane.NewRouteTable(f.h, f.log.Named("routes")),
 		sys: dataplane.NewSysctls(nst, f.log.Named("sysctls"))}
 	l.rt.SetGracePeriod(f.cfg.RouteCleanupGracePeriod)
+	// NetNSPath is the handle's namespace (see Config), so the batcher writes there too.
+	if b, err := dataplane.NewBatcher(f.cfg.NetNSPath); err != nil {
+		f.log.Warn("no batched route writes; writing routes one at a time", zap.Error(err))
+	} else {
+		defer b.Close()
+		l.rt.SetBatcher(b)
+	}
 
 	err := dataplane.Subscribe(ctx, f.cfg.NetNSPath, dataplane.Handlers{
 		Link:  f.onLink,

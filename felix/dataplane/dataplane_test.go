@@ -40,7 +40,13 @@ func mustApply(t *testing.T, rt *dataplane.RouteTable) dataplane.ApplyResult {
 	return res
 }
 
+// TestRouteTable runs with routes written one at a time and with new routes batched.
 func TestRouteTable(t *testing.T) {
+	t.Run("single", func(t *testing.T) { testRouteTable(t, false) })
+	t.Run("batched", func(t *testing.T) { testRouteTable(t, true) })
+}
+
+func testRouteTable(t *testing.T, batched bool) {
 	nettest.Require(t)
 	n := nettest.NewNode(t)
 	cali1 := n.AddVeth("cali1", "cali1p", "")
@@ -51,6 +57,9 @@ func TestRouteTable(t *testing.T) {
 	n.IP("route", "add", "10.99.0.1/32", "dev", "cali2", "scope", "link", "proto", "116") // ours, wrong interface
 
 	rt := dataplane.NewRouteTable(n.H, zaptest.NewLogger(t))
+	if batched {
+		rt.SetBatcher(newBatcher(t, n))
+	}
 	rt.Set(pfx("10.99.0.1/32"), dataplane.Target{Kind: dataplane.KindLocal, Interface: "cali1"})
 	rt.Set(pfx("10.99.0.2/32"), dataplane.Target{Kind: dataplane.KindLocal, Interface: "cali2"})
 	rt.Set(pfx("10.99.0.0/26"), dataplane.Target{Kind: dataplane.KindBlackhole})
@@ -380,5 +389,47 @@ func TestWithdrawnRouteSkipsGrace(t *testing.T) {
 	res := mustApply(t, rt)
 	if _, ok := kernel(t, n)["10.99.0.5/32"]; ok {
 		t.Fatalf("withdrawn route kept for the grace period (apply %+v)", res)
+	}
+}
+
+func newBatcher(t *testing.T, n *nettest.Node) *dataplane.Batcher {
+	t.Helper()
+	b, err := dataplane.NewBatcher(n.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+// TestBatchedAdds: 600 new routes go in batches (several sendmsgs), each with its own
+// result: one whose prefix another daemon's route holds is refused and named, one out
+// of a missing interface waits, the rest are in the kernel.
+func TestBatchedAdds(t *testing.T) {
+	nettest.Require(t)
+	n := nettest.NewNode(t)
+	n.AddVeth("cali1", "cali1p", "")
+	n.AddVeth("uplink0", "uplink1", "192.168.77.1/24")
+	n.IP("route", "add", "10.97.1.5/32", "dev", "cali1", "proto", "static") // someone else's
+
+	rt := dataplane.NewRouteTable(n.H, zaptest.NewLogger(t))
+	rt.SetBatcher(newBatcher(t, n))
+	rt.SetAllowDeletes(true, true)
+	for i := range 600 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 96, byte(i / 256), byte(i % 256)}), 32)
+		rt.Set(p, dataplane.Target{Kind: dataplane.KindLearned, NextHops: []netip.Addr{addr("192.168.77.2")}})
+	}
+	rt.Set(pfx("10.97.1.5/32"), dataplane.Target{Kind: dataplane.KindLocal, Interface: "cali1"})
+	rt.Set(pfx("10.97.1.6/32"), dataplane.Target{Kind: dataplane.KindLocal, Interface: "cali9"})
+	res := rt.Apply()
+	if res.Written != 600 || res.Failed != 1 || res.Pending != 1 || res.Err == nil || !strings.Contains(res.Err.Error(), "in the way") {
+		t.Fatalf("apply = %+v", res)
+	}
+	if got := len(n.Routes(int(routes.ProtocolLearned))); got != 600 {
+		t.Fatalf("%d learned routes in the kernel, want 600", got)
+	}
+	// A second Apply finds nothing to write but the refused route.
+	if res := rt.Apply(); res.Written != 0 || res.Failed != 1 {
+		t.Fatalf("second apply = %+v", res)
 	}
 }

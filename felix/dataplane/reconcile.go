@@ -19,6 +19,7 @@ const (
 	stWritten              // the kernel matches after our writes
 	stPending              // waiting (for an interface, or for deletes to be allowed)
 	stFailed               // the kernel refused; retry later
+	stQueued               // an add waiting in the batch (see Batcher)
 )
 
 // reconcile makes the kernel's routes for p match the desired route.
@@ -61,6 +62,9 @@ func (t *RouteTable) reconcile(p netip.Prefix) (state, error) {
 		}
 	}
 	st := stDone
+	if len(have) == 0 && t.batch != nil && t.batch.add(p, tgt, link) {
+		return stQueued, nil
+	}
 	if main == nil || !matches(p, tgt, link, *main) {
 		var err error
 		if st, err = t.write(p, tgt, link, main); st != stWritten {

@@ -40,7 +40,13 @@ type RouteTable struct {
 	resync       bool
 	allowLocal   bool // ProtocolLocal routes may be deleted or replaced
 	allowLearned bool // ProtocolLearned routes may be deleted or replaced
+
+	batch *Batcher // new routes many to a write (nil: one at a time)
 }
+
+// SetBatcher makes Apply write new routes through b, many to a netlink write. b must
+// work in the namespace of the RouteTable's handle.
+func (t *RouteTable) SetBatcher(b *Batcher) { t.batch = b }
 
 // ApplyResult says how an Apply went.
 type ApplyResult struct {
@@ -280,20 +286,13 @@ func (t *RouteTable) Apply() ApplyResult {
 	var errs []error
 	for p := range t.dirty {
 		st, err := t.reconcile(p)
-		switch st {
-		case stDone:
-			delete(t.dirty, p)
-		case stWritten:
-			res.Written++
-			delete(t.dirty, p)
-		case stPending:
-			res.Pending++
-		case stFailed:
-			res.Failed++
-			if len(errs) < maxErrors {
-				errs = append(errs, err)
-			}
+		t.account(&res, &errs, p, st, err)
+		if t.batch != nil && t.batch.full() {
+			t.flushBatch(&res, &errs)
 		}
+	}
+	if t.batch != nil {
+		t.flushBatch(&res, &errs)
 	}
 	if res.Failed > len(errs) {
 		errs = append(errs, fmt.Errorf("and %d more route errors", res.Failed-len(errs)))
@@ -301,6 +300,54 @@ func (t *RouteTable) Apply() ApplyResult {
 	res.Err = errors.Join(errs...)
 	res.RetryIn = t.retryIn
 	return res
+}
+
+// account counts one prefix's outcome; a prefix done or written is no longer dirty.
+func (t *RouteTable) account(res *ApplyResult, errs *[]error, p netip.Prefix, st state, err error) {
+	switch st {
+	case stDone:
+		delete(t.dirty, p)
+	case stWritten:
+		res.Written++
+		delete(t.dirty, p)
+	case stPending:
+		res.Pending++
+	case stFailed:
+		res.Failed++
+		if len(*errs) < maxErrors {
+			*errs = append(*errs, err)
+		}
+	case stQueued: // counted when its batch is written
+	}
+}
+
+// flushBatch writes the queued adds and accounts for each: added, or handled as a
+// refused single add would be (an existing route resolved, an error recorded).
+func (t *RouteTable) flushBatch(res *ApplyResult, errs *[]error) {
+	adds, results, err := t.batch.flush()
+	if err != nil {
+		for _, a := range adds { // still dirty: the next Apply retries them
+			t.problems[a.p] = err.Error()
+			t.account(res, errs, a.p, stFailed, err)
+		}
+		return
+	}
+	for i, a := range adds {
+		var st state
+		var err error
+		switch e := results[i]; {
+		case e == nil:
+			t.putMain(a.p, a.k)
+			delete(t.problems, a.p)
+			st = stWritten
+		case errors.Is(e, unix.EEXIST):
+			st, err = t.resolveExists(a.p, a.tgt, a.link)
+		default:
+			nr, _ := build(a.p, a.tgt, a.link)
+			st, err = t.writeFailed(a.p, a.tgt, &nr, e)
+		}
+		t.account(res, errs, a.p, st, err)
+	}
 }
 
 // load dumps the interfaces and Tabby's routes, replacing the cache, and marks every
