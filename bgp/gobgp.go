@@ -45,9 +45,11 @@ type goBGP struct {
 	rib         map[netip.Prefix]*ribEntry
 	watchCancel context.CancelFunc
 	inflight    sync.WaitGroup
-	// advertised caches each peer's advertised-prefix count (see Peers) as of advAt.
+	// advertised caches each peer's advertised-prefix count (see Peers) as of advAt;
+	// advStale is set by what may change it (a session, End-of-RIB, our adverts).
 	advertised map[netip.Addr]int
 	advAt      time.Time
+	advStale   bool
 }
 
 // peerEntry is a configured peer and what the watch has seen of its session.
@@ -245,6 +247,7 @@ func (s *goBGP) Advertise(ctx context.Context, prefix netip.Prefix, attrs PathAt
 	}
 	s.mu.Lock()
 	s.originated[prefix] = attrs
+	s.advStale = true
 	s.mu.Unlock()
 	return nil
 }
@@ -273,6 +276,7 @@ func (s *goBGP) Withdraw(ctx context.Context, prefix netip.Prefix) error {
 		return fmt.Errorf("withdraw %s: %w", prefix, err)
 	}
 	s.mu.Lock()
+	s.advStale = true
 	delete(s.originated, prefix)
 	s.mu.Unlock()
 	return nil

@@ -20,8 +20,13 @@ const (
 	DefaultConnectRetry  = 5 * time.Second
 )
 
-// advertisedTTL bounds how often Peers counts the prefixes each peer is sent.
-const advertisedTTL = 10 * time.Second
+// Peers counts the prefixes each peer is sent when advertisedTTL has passed, or when
+// something changed them (a session, an End-of-RIB, our adverts) and advertisedMinAge
+// has: the count walks gobgp's whole table, holding its server loop.
+const (
+	advertisedTTL    = 10 * time.Second
+	advertisedMinAge = time.Second
+)
 
 func (s *goBGP) AddPeer(ctx context.Context, p Peer) error {
 	p.Address = p.Address.Unmap()
@@ -296,7 +301,11 @@ func (s *goBGP) Peers(ctx context.Context) ([]PeerState, error) {
 	// the export policies, holding its server loop (~0.3 s at 100k paths): at most once
 	// per advertisedTTL.
 	s.mu.Lock()
-	countAdv := s.advertised == nil || time.Since(s.advAt) >= advertisedTTL
+	age := time.Since(s.advAt)
+	countAdv := s.advertised == nil || age >= advertisedTTL || (s.advStale && age >= advertisedMinAge)
+	if countAdv {
+		s.advStale = false // a change during the count marks it again
+	}
 	s.mu.Unlock()
 	err = s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: countAdv}, func(p *api.Peer) {
 		if p.Conf == nil {

@@ -181,7 +181,8 @@ type PeerState struct {
 	Since time.Time
 	// PrefixesReceived is what the peer sent us; PrefixesAccepted what passed the AS-path
 	// loop and originator checks (the import filter applies after); PrefixesAdvertised
-	// what we send it, counted at most every 10 s (counting walks the whole table).
+	// what we send it, recounted at most once a second after a change (counting walks
+	// the whole table), else every 10 s.
 	PrefixesReceived, PrefixesAccepted, PrefixesAdvertised int
 	// LastError is why the session last went down: a NOTIFICATION sent or received, a
 	// read error, the hold timer, the prefix limit...; empty if it never did.

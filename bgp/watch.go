@@ -148,6 +148,7 @@ func (s *goBGP) onEndOfRIB(p *apiutil.Path, _ time.Time) {
 		return
 	}
 	defer s.inflight.Done()
+	s.advStale = true
 	s.mu.Unlock()
 	s.log.Debug("end-of-rib received", zap.Stringer("peer", p.PeerAddress), zap.Stringer("family", p.Family))
 	s.send([]Event{{Kind: EventEndOfRIB, Peer: p.PeerAddress, IPv6: p.Family == bgp.RF_IPv6_UC}})
@@ -192,6 +193,7 @@ func (s *goBGP) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time) {
 		return
 	}
 	e.state, e.since = state, t
+	s.advStale = true
 	if st.AdminState == api.PeerState_ADMIN_STATE_PFX_CT && old == StateEstablished && e.cfg.GracefulRestart {
 		// gobgp follows its own Cease with a read error, which it takes for a graceful
 		// restart of the peer: it keeps (and even installs) the peer's routes as stale.

@@ -75,7 +75,6 @@ import (
 	"github.com/tabbynet/tabby/bench/internal/benchutil"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/test/fabric"
-	"github.com/tabbynet/tabby/test/k8senv"
 	"github.com/tabbynet/tabby/test/netnode"
 	"github.com/tabbynet/tabby/test/router"
 	"github.com/vishvananda/netlink"
@@ -203,7 +202,7 @@ type setup struct {
 
 // bench sets everything up (registering its teardown with cl) and runs the rounds.
 func bench(ctx context.Context, cl *netnode.Cleanup, n, rounds int, rib bool, breakdown, keep, profile string) (*results, error) {
-	if err := sweepStale(ctx); err != nil {
+	if err := benchutil.SweepStale(ctx, namePrefix, func(f string, a ...any) { step(" "+f, a...) }); err != nil {
 		return nil, err
 	}
 	id, err := netnode.RunID(namePrefix)
@@ -232,7 +231,7 @@ func bench(ctx context.Context, cl *netnode.Cleanup, n, rounds int, rib bool, br
 	if err != nil {
 		return nil, fmt.Errorf("%w (run from the repository root)", err)
 	}
-	env, err := withTempDir(tmp, func() (*k8senv.Env, error) { return benchutil.StartKube(ctx) })
+	env, err := benchutil.StartKubeIn(ctx, tmp)
 	if err != nil {
 		return nil, err
 	}

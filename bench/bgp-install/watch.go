@@ -373,36 +373,3 @@ func (c cpuTimes) String() string {
 	}
 	return strings.Join(parts, " + ")
 }
-
-// sweepStale removes the network namespaces and temporary directories of earlier runs
-// whose process is gone (killed before it could tear down). A live run is left alone.
-func sweepStale(ctx context.Context) error {
-	if err := netnode.SweepNetns(ctx, namePrefix, func(f string, a ...any) { step(" "+f, a...) }); err != nil {
-		return err
-	}
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), namePrefix+"*"))
-	for _, d := range dirs {
-		if netnode.LeftByDeadRun(namePrefix, filepath.Base(d)) {
-			step(" removing %s left by a killed run", d)
-			_ = os.RemoveAll(d)
-		}
-	}
-	return nil
-}
-
-// withTempDir runs f with $TMPDIR set to dir (os.MkdirTemp("", ...) then creates there).
-func withTempDir[T any](dir string, f func() (T, error)) (T, error) {
-	old, had := os.LookupEnv("TMPDIR")
-	if err := os.Setenv("TMPDIR", dir); err != nil {
-		var zero T
-		return zero, err
-	}
-	defer func() {
-		if had {
-			_ = os.Setenv("TMPDIR", old)
-		} else {
-			_ = os.Unsetenv("TMPDIR")
-		}
-	}()
-	return f()
-}

@@ -28,7 +28,6 @@ import (
 	v1 "github.com/tabbynet/tabby/api/v1"
 	"github.com/tabbynet/tabby/bench/internal/benchutil"
 	"github.com/tabbynet/tabby/datastore"
-	"github.com/tabbynet/tabby/test/k8senv"
 	"github.com/tabbynet/tabby/test/netnode"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -89,7 +88,7 @@ type stats struct{ add, del, addCPU, delCPU []time.Duration }
 // bench sets everything up (registering its teardown with cl), adds and deletes n pods
 // and prints the figures.
 func bench(ctx context.Context, cl *netnode.Cleanup, n int) (*stats, error) {
-	if err := sweepStale(ctx); err != nil {
+	if err := benchutil.SweepStale(ctx, namePrefix, func(f string, a ...any) { step(" "+f, a...) }); err != nil {
 		return nil, err
 	}
 	id, err := netnode.RunID(namePrefix)
@@ -121,7 +120,7 @@ func bench(ctx context.Context, cl *netnode.Cleanup, n int) (*stats, error) {
 
 	// The control plane's directory goes inside ours, so that what a killed run leaves
 	// is all under one tbench-<pid>- name the next run removes.
-	env, err := withTempDir(tmp, func() (*k8senv.Env, error) { return benchutil.StartKube(ctx) })
+	env, err := benchutil.StartKubeIn(ctx, tmp)
 	if err != nil {
 		return nil, err
 	}

@@ -35,7 +35,6 @@ import (
 	"github.com/tabbynet/tabby/bench/internal/benchutil"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/test/fabric"
-	"github.com/tabbynet/tabby/test/k8senv"
 	"github.com/tabbynet/tabby/test/netnode"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -111,7 +110,7 @@ func main() {
 // bench sets everything up (registering its teardown with cl), adds warmup+n pods on
 // node A and returns the timings of the last n.
 func bench(ctx context.Context, cl *netnode.Cleanup, n, warmup int, keep string) (*results, error) {
-	if err := sweepStale(ctx); err != nil {
+	if err := benchutil.SweepStale(ctx, namePrefix, func(f string, a ...any) { step(" "+f, a...) }); err != nil {
 		return nil, err
 	}
 	id, err := netnode.RunID(namePrefix)
@@ -142,7 +141,7 @@ func bench(ctx context.Context, cl *netnode.Cleanup, n, warmup int, keep string)
 
 	// The control plane's directory goes inside ours, so that what a killed run leaves
 	// is all under one tbench-<pid>- name the next run removes.
-	env, err := withTempDir(tmp, func() (*k8senv.Env, error) { return benchutil.StartKube(ctx) })
+	env, err := benchutil.StartKubeIn(ctx, tmp)
 	if err != nil {
 		return nil, err
 	}

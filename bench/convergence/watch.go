@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/tabbynet/tabby/test/fabric"
-	"github.com/tabbynet/tabby/test/netnode"
 	"github.com/vishvananda/netlink"
 )
 
@@ -115,46 +114,6 @@ func (a *arrivals) wait(ctx context.Context, pfx netip.Prefix, timeout time.Dura
 			return time.Time{}, ctx.Err()
 		}
 	}
-}
-
-// sweepStale removes the network namespaces, cached cnitool results and temporary
-// directories of earlier runs whose process is gone (killed before it could tear down).
-// A run that is alive is left alone.
-func sweepStale(ctx context.Context) error {
-	if err := netnode.SweepNetns(ctx, namePrefix, func(f string, a ...any) { step(" "+f, a...) }); err != nil {
-		return err
-	}
-	files, _ := filepath.Glob(filepath.Join(netnode.CNIResults, namePrefix+"*"))
-	for _, f := range files {
-		if netnode.LeftByDeadRun(namePrefix, filepath.Base(f)) {
-			_ = os.Remove(f)
-		}
-	}
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), namePrefix+"*"))
-	for _, d := range dirs {
-		if netnode.LeftByDeadRun(namePrefix, filepath.Base(d)) {
-			step(" removing %s left by a killed run", d)
-			_ = os.RemoveAll(d)
-		}
-	}
-	return nil
-}
-
-// withTempDir runs f with $TMPDIR set to dir (os.MkdirTemp("", ...) then creates there).
-func withTempDir[T any](dir string, f func() (T, error)) (T, error) {
-	old, had := os.LookupEnv("TMPDIR")
-	if err := os.Setenv("TMPDIR", dir); err != nil {
-		var zero T
-		return zero, err
-	}
-	defer func() {
-		if had {
-			_ = os.Setenv("TMPDIR", old)
-		} else {
-			_ = os.Unsetenv("TMPDIR")
-		}
-	}()
-	return f()
 }
 
 // keepLogs copies each node's tabby-node and tabby-cni logs into dir as

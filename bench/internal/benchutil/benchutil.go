@@ -6,11 +6,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"time"
 
 	"github.com/tabbynet/tabby/test/k8senv"
+	"github.com/tabbynet/tabby/test/netnode"
 )
 
 // Result prints the closing line every benchmark ends with:
@@ -73,4 +75,44 @@ func StartKube(ctx context.Context) (*k8senv.Env, error) {
 func Fatal(err error) {
 	fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 	os.Exit(1)
+}
+
+// StartKubeIn is StartKube with its temporary directory under dir (the run's own, so
+// that a killed run's is swept with it).
+func StartKubeIn(ctx context.Context, dir string) (*k8senv.Env, error) {
+	old, had := os.LookupEnv("TMPDIR")
+	if err := os.Setenv("TMPDIR", dir); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if had {
+			_ = os.Setenv("TMPDIR", old)
+		} else {
+			_ = os.Unsetenv("TMPDIR")
+		}
+	}()
+	return StartKube(ctx)
+}
+
+// SweepStale removes the network namespaces, cached cnitool results and temporary
+// directories named with prefix that earlier runs left when they were killed before
+// they could tear down (see netnode.RunID); a run that is alive is left alone.
+func SweepStale(ctx context.Context, prefix string, logf func(format string, args ...any)) error {
+	if err := netnode.SweepNetns(ctx, prefix, logf); err != nil {
+		return err
+	}
+	files, _ := filepath.Glob(filepath.Join(netnode.CNIResults, prefix+"*"))
+	for _, f := range files {
+		if netnode.LeftByDeadRun(prefix, filepath.Base(f)) {
+			_ = os.Remove(f)
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
+	for _, d := range dirs {
+		if netnode.LeftByDeadRun(prefix, filepath.Base(d)) {
+			logf("removing %s left by a killed run", d)
+			_ = os.RemoveAll(d)
+		}
+	}
+	return nil
 }
