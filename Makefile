@@ -1,4 +1,5 @@
-# Tabby: make deps (install what tests need), make test (everything CI runs).
+# Tabby: make lab (a whole cluster on this machine), make deps (install what tests
+# need), make test (everything CI runs).
 SHELL := /bin/bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -43,8 +44,13 @@ unit:
 bench:
 	@bench/run.sh "$(BENCH)"
 
+# The lab: a whole Tabby cluster on this machine (root): installs what it needs (apt
+# packages, the cached kube-apiserver build, cnitool), builds the binaries, then
+# `tabbyctl lab up`. Options: make lab LAB_ARGS="--nodes 2 --tor bird"; docs/lab.md.
 lab:
-	@echo "The lab (tabbyctl lab up) arrives with its own issue; see README.md."
+	hack/deps.sh
+	$(MAKE) --no-print-directory build
+	$(BIN)/tabbyctl lab up $(LAB_ARGS)
 
 clean:
 	rm -rf $(BIN)

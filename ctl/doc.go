@@ -16,12 +16,16 @@
 //   - validate.go: validate (offline);
 //   - version.go: version, and the Version variable set by the linker;
 //   - ipam.go and ipam_release.go: ipam show, ipam check and ipam release;
-//   - node.go: node status and node routes, over the local agent's socket.
+//   - node.go: node status and node routes, over the local agent's socket;
+//   - bgp.go: bgp peers, from the NodeStatus resources;
+//   - lab.go: lab up, status, exec and down (and the hidden lab run, the lab's
+//     supervisor), over package lab.
 //
 // Exit codes: 0 success; 1 failure (an invalid resource, not found, a conflict, an
 // unreachable server); 2 bad usage (unknown command or flag, missing arguments, unknown
 // kind). Errors go to stderr as "error: <message>".
 //
 // Everything the commands read and write goes through a datastore.Store; the package
-// holds no client of its own except discovery for "version".
+// holds no client of its own except discovery for "version". The lab commands read no
+// kubeconfig: package lab makes and holds its own cluster.
 package ctl

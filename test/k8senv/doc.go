@@ -6,12 +6,13 @@
 //
 //   - locating the cached control-plane binaries (kube-apiserver, kubectl,
 //     etcd) built by hack/k8s-bins.sh, see [BinDir];
-//   - starting one environment: a temporary directory, free loopback ports,
+//   - starting one environment: a temporary directory (or the caller's
+//     [Options.Dir]), free loopback ports,
 //     an etcd and a kube-apiserver with token authentication, RBAC and a
 //     self-signed serving certificate, an admin kubeconfig and
 //     [k8s.io/client-go/rest.Config], optional CRDs, see [Start];
 //   - stopping it again, killing both process groups and removing the
-//     temporary directory, see [Env.Stop];
+//     directory, see [Env.Stop];
 //   - the TestMain glue that shares one environment per test package and
 //     decides between skipping (developer machines) and failing (CI=true)
 //     when the environment cannot start, see [Main] and [Require].

@@ -38,6 +38,11 @@ type Options struct {
 	// (*.yaml, *.yml; multi-document files are fine) to install and wait for.
 	// Empty means none.
 	CRDDir string
+	// Dir, when set, is the Env's directory (logs, certificates, kubeconfig, etcd
+	// data) instead of a new temporary one: it is created if missing and, like the
+	// temporary one, removed by Stop. The lab uses it to keep everything it makes
+	// under its state directory.
+	Dir string
 	// Logf, when set, receives progress messages of Start and Stop.
 	Logf func(format string, args ...any)
 }
@@ -83,9 +88,14 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find control plane binaries: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "tabby-k8senv-")
+	dir := opts.Dir
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "tabby-k8senv-")
+	} else {
+		err = os.MkdirAll(dir, 0o700)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("create temp dir: %w", err)
+		return nil, fmt.Errorf("create the env directory: %w", err)
 	}
 	e := &Env{BinDir: bin, dir: dir, logf: logf}
 	if err := e.start(ctx, opts); err != nil {
@@ -323,9 +333,9 @@ func (e *Env) createDefaultSA(ctx context.Context) error {
 }
 
 // Stop kills kube-apiserver and etcd (whole process groups), waits for them
-// and removes the temporary directory, unless TABBY_KEEP_ENV=1, in which
-// case the directory is kept and its path logged. Calling Stop again does
-// nothing and returns the first call's error.
+// and removes the Env's directory (the temporary one, or Options.Dir), unless
+// TABBY_KEEP_ENV=1, in which case the directory is kept and its path logged.
+// Calling Stop again does nothing and returns the first call's error.
 func (e *Env) Stop() error {
 	e.stopOnce.Do(func() {
 		var errs []error

@@ -1,0 +1,316 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tabbynet/tabby/agent/localapi"
+	"github.com/tabbynet/tabby/test/router"
+)
+
+// Report is a lab's state as lab up and lab status print it (and -o json gives it):
+// live answers of every node's agent and of the ToR, the pods, and the connectivity
+// matrix.
+type Report struct {
+	Name       string    `json:"name"`
+	StateDir   string    `json:"stateDir"`
+	Phase      string    `json:"phase"`
+	PID        int       `json:"pid"`
+	Started    time.Time `json:"started"`
+	ReadyAfter string    `json:"readyAfter,omitempty"`
+	Options    Options   `json:"options"`
+	// Existing is set by lab up when it found this lab running instead of making one.
+	Existing bool `json:"existing,omitempty"`
+
+	Kubeconfig string `json:"kubeconfig"`
+	APIServer  string `json:"apiServer"`
+	Kubectl    string `json:"kubectl,omitempty"`
+
+	Nodes []NodeReport `json:"nodes"`
+	Tor   *TorReport   `json:"tor,omitempty"`
+	Pods  []PodState   `json:"pods"`
+	// Matrix is nil when it was not asked for.
+	Matrix *Matrix `json:"matrix,omitempty"`
+	// Problems lists what is not as it should be: a node not ready, a BGP session not
+	// Established, a cell of the matrix unreachable. Empty means healthy.
+	Problems []string `json:"problems"`
+}
+
+// Healthy reports whether the report has no problem (and its matrix, if any, is full).
+func (r *Report) Healthy() bool { return len(r.Problems) == 0 }
+
+// NodeReport is one node as its agent's local API reports it.
+type NodeReport struct {
+	Name       string               `json:"name"`
+	Netns      string               `json:"netns"`
+	IP         string               `json:"ip"`
+	Ready      bool                 `json:"ready"`
+	NotReady   []string             `json:"notReady,omitempty"`
+	Registered bool                 `json:"registered"`
+	Endpoints  int                  `json:"endpoints"`
+	Routes     localapi.RouteCounts `json:"routes"`
+	Sessions   []localapi.BGPPeer   `json:"sessions"`
+	// Expected is how many BGP sessions the node should have.
+	Expected int      `json:"expectedSessions"`
+	BGP      []string `json:"bgpProblems,omitempty"`
+	// Error is set when the local API did not answer.
+	Error string `json:"error,omitempty"`
+}
+
+// TorReport is the top-of-rack router as its own CLI reports it.
+type TorReport struct {
+	Kind  string    `json:"kind"`
+	Netns string    `json:"netns"`
+	IP    string    `json:"ip"`
+	AS    uint32    `json:"as"`
+	CLI   []string  `json:"cli"`
+	Peers []TorPeer `json:"peers"`
+	Error string    `json:"error,omitempty"`
+}
+
+// TorPeer is one of the router's sessions.
+type TorPeer struct {
+	Addr     string `json:"addr"`
+	Node     string `json:"node"`
+	AS       uint32 `json:"as"`
+	State    string `json:"state"`
+	Prefixes int    `json:"prefixes"`
+	Info     string `json:"info,omitempty"`
+}
+
+// Matrix is the connectivity matrix: a ping from every workload to every other.
+type Matrix struct {
+	// Workloads name the rows (sources) and columns (destinations).
+	Workloads []string `json:"workloads"`
+	IPs       []string `json:"ips"`
+	// Cells[i][j] is CellOK, CellFail or CellSelf for workload i pinging workload j.
+	Cells     [][]string `json:"cells"`
+	Reachable int        `json:"reachable"`
+	Total     int        `json:"total"`
+	Took      string     `json:"took"`
+}
+
+// Values of a Matrix cell.
+const (
+	CellOK   = "ok"
+	CellFail = "fail"
+	CellSelf = "self"
+)
+
+// Full reports whether every pair reaches each other.
+func (m *Matrix) Full() bool { return m.Reachable == m.Total }
+
+// Timeouts of the collection.
+const (
+	agentTimeout = 5 * time.Second
+	torTimeout   = 10 * time.Second
+	pingParallel = 8
+)
+
+// expectedSessions is how many BGP sessions node i of n should have.
+func expectedSessions(o Options, i, n int) int {
+	want := n - 1
+	if o.RouteReflector && i != 0 {
+		want = 1
+	}
+	if _, ok := o.torKind(); ok {
+		want++
+	}
+	return want
+}
+
+// collect asks every node's agent and the router, and with matrix pings every pair.
+func collect(ctx context.Context, st *State, tor *router.Router, matrix bool) *Report {
+	r := &Report{Name: st.Name, StateDir: st.StateDir, Phase: st.Phase, PID: st.PID, Started: st.Started,
+		ReadyAfter: st.ReadyAfter, Options: st.Options, Kubeconfig: st.Kubeconfig, APIServer: st.APIServer,
+		Pods: slices.Clone(st.Pods), Problems: []string{}}
+	if st.K8sBinDir != "" {
+		r.Kubectl = st.K8sBinDir + "/kubectl"
+	}
+	r.Nodes = make([]NodeReport, len(st.Nodes))
+	var wg sync.WaitGroup
+	for i, n := range st.Nodes {
+		wg.Go(func() { r.Nodes[i] = askNode(ctx, n, expectedSessions(st.Options, i, len(st.Nodes))) })
+	}
+	if st.Tor != nil {
+		wg.Go(func() { r.Tor = askTor(ctx, st, tor) })
+	}
+	if matrix {
+		wg.Go(func() { r.Matrix = pingAll(ctx, st.Pods) })
+	}
+	wg.Wait()
+	r.Problems = problems(r)
+	return r
+}
+
+// askNode reads a node's status over its local API.
+func askNode(ctx context.Context, n NodeState, expected int) NodeReport {
+	nr := NodeReport{Name: n.Name, Netns: n.Netns, IP: n.IP, Expected: expected, Sessions: []localapi.BGPPeer{}}
+	c := localapi.NewClient(n.Socket, agentTimeout)
+	st, err := c.Status(ctx)
+	if err != nil {
+		nr.Error = err.Error()
+		return nr
+	}
+	nr.Ready, nr.NotReady, nr.Registered = st.Ready, st.NotReady, st.Registered
+	nr.Endpoints, nr.Routes = len(st.Felix.Endpoints), st.Felix.Routes
+	if st.BGP != nil {
+		nr.Sessions = append(nr.Sessions, st.BGP.Peers...)
+		nr.BGP = st.BGP.Problems
+	}
+	return nr
+}
+
+// askTor reads the router's sessions with its own CLI (through test/router).
+func askTor(ctx context.Context, st *State, tor *router.Router) *TorReport {
+	t := st.Tor
+	tr := &TorReport{Kind: t.Kind, Netns: t.Netns, IP: t.IP, AS: t.AS, CLI: t.CLI, Peers: []TorPeer{}}
+	if tor == nil {
+		tr.Error = "the router is not running"
+		return tr
+	}
+	ctx, cancel := context.WithTimeout(ctx, torTimeout)
+	defer cancel()
+	ps, err := tor.Peers(ctx)
+	if err != nil {
+		tr.Error = err.Error()
+		return tr
+	}
+	byIP := map[string]string{}
+	for _, n := range st.Nodes {
+		byIP[n.IP] = n.Name
+	}
+	for _, p := range ps {
+		tr.Peers = append(tr.Peers, TorPeer{Addr: p.Addr.String(), Node: byIP[p.Addr.String()], AS: p.AS,
+			State: p.State, Prefixes: p.PrefixesReceived, Info: p.Info})
+	}
+	return tr
+}
+
+// problems lists what is wrong in r.
+func problems(r *Report) []string {
+	out := []string{}
+	for _, n := range r.Nodes {
+		switch {
+		case n.Error != "":
+			out = append(out, fmt.Sprintf("node %s: the agent does not answer: %s", n.Name, n.Error))
+			continue
+		case !n.Registered:
+			out = append(out, fmt.Sprintf("node %s: not registered", n.Name))
+		case !n.Ready:
+			out = append(out, fmt.Sprintf("node %s: not ready: %v", n.Name, n.NotReady))
+		}
+		for _, s := range n.Sessions {
+			if s.State != "Established" {
+				msg := fmt.Sprintf("node %s: BGP session with %s (%s) is %s", n.Name, s.Address, s.Type, s.State)
+				if s.LastError != "" {
+					msg += ": " + s.LastError
+				}
+				out = append(out, msg)
+			}
+		}
+		if len(n.Sessions) < n.Expected {
+			out = append(out, fmt.Sprintf("node %s: %d of %d BGP sessions", n.Name, len(n.Sessions), n.Expected))
+		}
+		for _, p := range n.BGP {
+			out = append(out, fmt.Sprintf("node %s: BGP: %s", n.Name, p))
+		}
+	}
+	if t := r.Tor; t != nil {
+		if t.Error != "" {
+			out = append(out, fmt.Sprintf("ToR %s: %s", t.Kind, t.Error))
+		}
+		for _, p := range t.Peers {
+			if p.State != "Established" {
+				msg := fmt.Sprintf("ToR %s: session with %s (%s) is %s", t.Kind, p.Addr, p.Node, p.State)
+				if p.Info != "" {
+					msg += ": " + p.Info
+				}
+				out = append(out, msg)
+			}
+		}
+		if t.Error == "" && len(t.Peers) < len(r.Nodes) {
+			out = append(out, fmt.Sprintf("ToR %s: sessions with %d of %d nodes", t.Kind, len(t.Peers), len(r.Nodes)))
+		}
+	}
+	if m := r.Matrix; m != nil && !m.Full() {
+		for i := range m.Cells {
+			for j, c := range m.Cells[i] {
+				if c == CellFail {
+					out = append(out, fmt.Sprintf("%s (%s) cannot reach %s (%s)", m.Workloads[i], m.IPs[i], m.Workloads[j], m.IPs[j]))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// pingAll pings every pod from every other pod, pingParallel at a time.
+func pingAll(ctx context.Context, pods []PodState) *Matrix {
+	t0 := time.Now()
+	m := newMatrix(pods)
+	var pairs [][2]int
+	for i := range pods {
+		for j := range pods {
+			if i != j {
+				pairs = append(pairs, [2]int{i, j})
+			}
+		}
+	}
+	ok := pingPairs(ctx, pods, pairs)
+	for k, p := range pairs {
+		if ok[k] {
+			m.Cells[p[0]][p[1]] = CellOK
+			m.Reachable++
+		}
+	}
+	m.Took = time.Since(t0).Round(time.Millisecond).String()
+	return m
+}
+
+// newMatrix is the matrix of pods with every pair failed.
+func newMatrix(pods []PodState) *Matrix {
+	m := &Matrix{Cells: make([][]string, len(pods))}
+	for i, p := range pods {
+		m.Workloads = append(m.Workloads, p.Name)
+		m.IPs = append(m.IPs, p.IP)
+		m.Cells[i] = make([]string, len(pods))
+		for j := range pods {
+			m.Cells[i][j] = CellFail
+			if i == j {
+				m.Cells[i][j] = CellSelf
+			}
+		}
+	}
+	m.Total = len(pods) * (len(pods) - 1)
+	return m
+}
+
+// pingPairs pings pods[p[1]] from pods[p[0]] for each pair, a few at once, and says
+// which answered.
+func pingPairs(ctx context.Context, pods []PodState, pairs [][2]int) []bool {
+	ok := make([]bool, len(pairs))
+	sem := make(chan struct{}, pingParallel)
+	var wg sync.WaitGroup
+	for k, p := range pairs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			ok[k] = ping(ctx, pods[p[0]].Netns, pods[p[1]].IP)
+		})
+	}
+	wg.Wait()
+	return ok
+}
+
+// ping sends one echo request a second from network namespace ns to ip until one is
+// answered, for at most 2 s.
+func ping(ctx context.Context, ns, ip string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return exec.CommandContext(ctx, "ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-w", "2", ip).Run() == nil
+}
