@@ -46,10 +46,12 @@ type goBGP struct {
 	watchCancel context.CancelFunc
 	inflight    sync.WaitGroup
 	// advertised caches each peer's advertised-prefix count (see Peers) as of advAt;
-	// advStale is set by what may change it (a session, End-of-RIB, our adverts).
+	// advStale is set by what changes it (sessions, routes, our adverts); advCost is
+	// how long the last count took.
 	advertised map[netip.Addr]int
 	advAt      time.Time
 	advStale   bool
+	advCost    time.Duration
 }
 
 // peerEntry is a configured peer and what the watch has seen of its session.

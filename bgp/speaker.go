@@ -181,8 +181,8 @@ type PeerState struct {
 	Since time.Time
 	// PrefixesReceived is what the peer sent us; PrefixesAccepted what passed the AS-path
 	// loop and originator checks (the import filter applies after); PrefixesAdvertised
-	// what we send it, recounted at most once a second after a change (counting walks
-	// the whole table), else every 10 s.
+	// what we send it, recounted after a change at most once a second, less often the
+	// longer counting takes (it walks the whole table), and at least every 30 s.
 	PrefixesReceived, PrefixesAccepted, PrefixesAdvertised int
 	// LastError is why the session last went down: a NOTIFICATION sent or received, a
 	// read error, the hold timer, the prefix limit...; empty if it never did.

@@ -57,6 +57,7 @@ func (s *goBGP) onBestPath(paths []*apiutil.Path, _ time.Time) {
 		return
 	}
 	defer s.inflight.Done()
+	s.advStale = true // routes passed on (reflected, or to a ToR) change what peers are sent
 	touched := make([]netip.Prefix, 0, len(paths))
 	for _, p := range paths {
 		if p == nil || !p.PeerAddress.IsValid() { // our own prefixes
@@ -148,7 +149,6 @@ func (s *goBGP) onEndOfRIB(p *apiutil.Path, _ time.Time) {
 		return
 	}
 	defer s.inflight.Done()
-	s.advStale = true
 	s.mu.Unlock()
 	s.log.Debug("end-of-rib received", zap.Stringer("peer", p.PeerAddress), zap.Stringer("family", p.Family))
 	s.send([]Event{{Kind: EventEndOfRIB, Peer: p.PeerAddress, IPv6: p.Family == bgp.RF_IPv6_UC}})
