@@ -22,13 +22,15 @@ const (
 
 // Peers counts the prefixes each peer is sent when advertisedTTL has passed, or after a
 // change (a session, a route, our adverts) once the last count is older than
-// advertisedMinAge and than advertisedCostFactor times what it took: the count walks
+// advertisedMinAge, than advertisedCostFactor times what it took and than
+// advertisedPerRoute per learned prefix (the table may have grown since): the count walks
 // gobgp's whole table (~0.3 s of CPU at 100k routes) holding its server loop, so with
 // a large table it runs seldom, and with a small one about once a second.
 const (
 	advertisedTTL        = 30 * time.Second
 	advertisedMinAge     = time.Second
 	advertisedCostFactor = 50
+	advertisedPerRoute   = 100 * time.Microsecond // 10 s at 100k learned prefixes
 )
 
 func (s *goBGP) AddPeer(ctx context.Context, p Peer) error {
@@ -306,7 +308,8 @@ func (s *goBGP) Peers(ctx context.Context) ([]PeerState, error) {
 	s.mu.Lock()
 	age := time.Since(s.advAt)
 	countAdv := s.advertised == nil || age >= advertisedTTL ||
-		(s.advStale && age >= max(advertisedMinAge, advertisedCostFactor*s.advCost))
+		(s.advStale && age >= max(advertisedMinAge, advertisedCostFactor*s.advCost,
+			time.Duration(len(s.rib))*advertisedPerRoute))
 	if countAdv {
 		s.advStale = false // a change during the count marks it again
 	}
