@@ -141,6 +141,12 @@ func runOurs(ips []netip.Addr) (time.Duration, error) {
 	defer h.Close()
 	rt := dataplane.NewRouteTable(h, nil)
 	rt.SetAllowDeletes(true, true)
+	b, err := dataplane.NewBatcher("/run/netns/" + name) // as felix runs it: new routes batched
+	if err != nil {
+		return 0, err
+	}
+	defer b.Close()
+	rt.SetBatcher(b)
 	start := time.Now()
 	for _, ip := range ips {
 		rt.Set(netip.PrefixFrom(ip, 32), dataplane.Target{Kind: dataplane.KindLocal, Interface: iface})
