@@ -7,7 +7,7 @@ LDFLAGS := -X github.com/tabbynet/tabby/ctl.Version=$(VERSION) -X main.Version=$
 BIN := bin
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all deps build generate docs verify test unit bench lab clean
+.PHONY: all deps build generate generate-bpf docs verify test unit bench lab clean
 
 all: build
 
@@ -18,15 +18,27 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
-generate:
+generate: generate-bpf
 	$(GO) tool controller-gen object paths=./api/...
 	$(GO) tool controller-gen crd:allowDangerousTypes=true paths=./api/... output:crd:dir=charts/tabby/crds
+
+# The eBPF datapath: bpf2go compiles ebpf/bpf/*.c (clang, llvm-strip, libbpf-dev from
+# hack/deps.sh) into the committed ebpf/tabby_bpfel.{go,o}. The stamp lets `make verify`
+# notice, without clang, a C change that was not regenerated (or a hand-edited output).
+BPF_STAMP := ebpf/bpf/generated.sha256
+BPF_HASHED = ebpf/gen.go $(sort $(wildcard ebpf/bpf/*.c ebpf/bpf/*.h)) ebpf/tabby_bpfel.go ebpf/tabby_bpfel.o
+
+generate-bpf:
+	$(GO) generate ./ebpf/
+	sha256sum $(BPF_HASHED) > $(BPF_STAMP)
 
 docs:
 	$(GO) run ./hack/apidocs -crds charts/tabby/crds -out docs/reference/resources.md
 
 verify:
 	hack/verify-generated.sh
+	@diff -u $(BPF_STAMP) <(sha256sum $(BPF_HASHED)) >/dev/null || \
+	  { echo "verify: eBPF objects are stale; run 'make generate-bpf'"; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...

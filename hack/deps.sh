@@ -10,6 +10,7 @@ APT_PACKAGES=(
   iproute2 iputils-ping ethtool tcpdump   # namespaces, veths, probes
   git ca-certificates                     # module fetches
   frr bird2 gobgpd                        # BGP peers we did not write (interop, benches)
+  clang llvm libbpf-dev linux-libc-dev bpftool  # eBPF: make generate-bpf (bpf2go), inspecting maps
 )
 
 missing=()

@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// Tabby workload-interface policy program.
+//
+// Two entry points for the host side of a workload's veth or tap:
+//   tabby_from_wl: TC ingress (traffic leaving the workload, policy "egress")
+//   tabby_to_wl:   TC egress  (traffic entering the workload, policy "ingress")
+//
+// Per IPv4 packet the program does a fixed number of map lookups, whatever the
+// number of rules: endpoint, conntrack (2), ipcache (1), policy (at most 6),
+// counter (1). IPv6 and non-IP traffic pass untouched for now.
+//
+// Layouts here are mirrored by ebpf/maps.go; change both together.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define TC_ACT_UNSPEC (-1)
+#define TC_ACT_SHOT 2
+
+// Directions, as seen by the workload (policy terms).
+#define DIR_INGRESS 0 // into the workload (tabby_to_wl)
+#define DIR_EGRESS 1  // out of the workload (tabby_from_wl)
+
+#define VERDICT_ALLOW 1
+#define VERDICT_DENY 2
+
+#define CLASS_ANY 0xffffffff
+
+#define REASON_POLICY 1	     // a rule denied it
+#define REASON_DEFAULT 2     // no rule matched, endpoint default is deny
+#define REASON_SPOOF 3	     // source IP or MAC is not the endpoint's
+#define REASON_NO_ENDPOINT 4 // program attached but endpoint not configured
+
+#define CT_STATE_NEW 1
+#define CT_STATE_ESTABLISHED 2
+
+#define CT_TIMEOUT_TCP_NS (3600ULL * 1000000000ULL)
+#define CT_TIMEOUT_OTHER_NS (120ULL * 1000000000ULL)
+
+#define MAX_EP_ADDRS 4
+
+struct ipcache_key {
+	__u32 prefixlen;
+	__u32 addr; // network byte order
+};
+
+struct policy_key {
+	__u32 endpoint;
+	__u8 direction;
+	__u8 proto;  // 0 = any protocol
+	__u16 port;  // host byte order; 0 = any port
+	__u32 peer;  // peer class id; CLASS_ANY = any peer
+};
+
+struct policy_value {
+	__u8 verdict;
+	__u8 pad[3];
+	__u32 rule_id;
+};
+
+struct endpoint {
+	__u32 id;
+	__u8 ingress_default;
+	__u8 egress_default;
+	__u8 mac[6];			 // all zero = no MAC check
+	__u32 ipv4[MAX_EP_ADDRS];	 // network byte order
+	__u32 n_ipv4;
+};
+
+struct ct_key {
+	__u32 ifindex;
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct ct_value {
+	__u64 last_seen_ns;
+	__u8 state;
+	__u8 direction; // direction of the packet that opened the flow
+	__u8 pad[6];
+};
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct drop_event {
+	__u32 ifindex;
+	__u32 saddr;
+	__u32 daddr;
+	__u32 rule_id;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 reason;
+	__u8 direction;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__type(key, struct ipcache_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tabby_ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct policy_key);
+	__type(value, struct policy_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tabby_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tabby_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct ct_key);
+	__type(value, struct ct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tabby_conntrack SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tabby_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 18);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tabby_drops SEC(".maps");
+
+
+struct flow {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+};
+
+// parse_ipv4 fills f from the packet; returns 0 for IPv4, 1 for pass-through
+// (not IPv4), -1 for a malformed packet.
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow *f, __u8 smac[6])
+{
+	struct ethhdr eth;
+	struct iphdr ip;
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+		return 1;
+	__builtin_memcpy(smac, eth.h_source, 6);
+	if (eth.h_proto != bpf_htons(ETH_P_IP))
+		return 1;
+	if (bpf_skb_load_bytes(skb, sizeof(eth), &ip, sizeof(ip)) < 0)
+		return -1;
+	if (ip.version != 4 || ip.ihl < 5)
+		return -1;
+	f->saddr = ip.saddr;
+	f->daddr = ip.daddr;
+	f->proto = ip.protocol;
+	f->sport = 0;
+	f->dport = 0;
+	// Non-first fragments carry no L4 header: they match port-wildcard rules only.
+	if (ip.frag_off & bpf_htons(0x1fff))
+		return 0;
+
+	__u32 l4 = sizeof(eth) + ip.ihl * 4;
+	switch (ip.protocol) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP: {
+		__u16 ports[2];
+		if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)) < 0)
+			return -1;
+		f->sport = bpf_ntohs(ports[0]);
+		f->dport = bpf_ntohs(ports[1]);
+		break;
+	}
+	case IPPROTO_ICMP:
+		// ICMP has no ports; type and code do not take part in policy yet.
+		break;
+	}
+	return 0;
+}
+
+static __always_inline void count(__u32 rule_id, __u32 len)
+{
+	struct counter *c = bpf_map_lookup_elem(&tabby_counters, &rule_id);
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+		return;
+	}
+	struct counter init = {.packets = 1, .bytes = len};
+	bpf_map_update_elem(&tabby_counters, &rule_id, &init, BPF_NOEXIST);
+}
+
+static __always_inline int drop(struct __sk_buff *skb, struct flow *f, __u8 dir, __u32 rule_id,
+				__u8 reason)
+{
+	struct drop_event *e = bpf_ringbuf_reserve(&tabby_drops, sizeof(*e), 0);
+	if (e) {
+		e->ifindex = skb->ifindex;
+		e->saddr = f->saddr;
+		e->daddr = f->daddr;
+		e->rule_id = rule_id;
+		e->sport = f->sport;
+		e->dport = f->dport;
+		e->proto = f->proto;
+		e->reason = reason;
+		e->direction = dir;
+		e->pad = 0;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int spoofed(struct endpoint *ep, struct flow *f, __u8 smac[6])
+{
+	__u8 zero = 0;
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		zero |= ep->mac[i];
+	if (zero) {
+#pragma unroll
+		for (int i = 0; i < 6; i++)
+			if (ep->mac[i] != smac[i])
+				return 1;
+	}
+	// DHCP discovery/request before the workload has an address.
+	if (f->saddr == 0 && f->proto == IPPROTO_UDP && f->sport == 68 && f->dport == 67)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < MAX_EP_ADDRS; i++) {
+		if (i < ep->n_ipv4 && ep->ipv4[i] == f->saddr)
+			return 0;
+	}
+	return 1;
+}
+
+static __always_inline __u32 peer_class(__u32 addr)
+{
+	struct ipcache_key k = {.prefixlen = 32, .addr = addr};
+	__u32 *c = bpf_map_lookup_elem(&tabby_ipcache, &k);
+	return c ? *c : 0;
+}
+
+// lookup_policy tries, most specific first: (proto, port), (proto, any port),
+// (any proto) for the peer's class, then the same three for any peer.
+static __always_inline struct policy_value *lookup_policy(__u32 ep, __u8 dir, struct flow *f,
+							  __u32 peer)
+{
+	struct policy_key k = {.endpoint = ep, .direction = dir};
+	struct policy_value *v;
+
+#pragma unroll
+	for (int p = 0; p < 2; p++) {
+		k.peer = p == 0 ? peer : CLASS_ANY;
+		k.proto = f->proto;
+		k.port = f->dport;
+		if (k.port != 0) {
+			v = bpf_map_lookup_elem(&tabby_policy, &k);
+			if (v)
+				return v;
+		}
+		k.port = 0;
+		v = bpf_map_lookup_elem(&tabby_policy, &k);
+		if (v)
+			return v;
+		k.proto = 0;
+		v = bpf_map_lookup_elem(&tabby_policy, &k);
+		if (v)
+			return v;
+	}
+	return 0;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 ifindex = skb->ifindex;
+	struct endpoint *ep = bpf_map_lookup_elem(&tabby_endpoints, &ifindex);
+	struct flow f = {};
+	__u8 smac[6];
+
+	int r = parse_ipv4(skb, &f, smac);
+	if (r > 0)
+		return TC_ACT_UNSPEC;
+	if (r < 0)
+		return TC_ACT_SHOT;
+	if (!ep)
+		return drop(skb, &f, dir, 0, REASON_NO_ENDPOINT);
+	if (dir == DIR_EGRESS && spoofed(ep, &f, smac))
+		return drop(skb, &f, dir, 0, REASON_SPOOF);
+
+	__u64 now = bpf_ktime_get_ns();
+	__u64 timeout = f.proto == IPPROTO_TCP ? CT_TIMEOUT_TCP_NS : CT_TIMEOUT_OTHER_NS;
+	struct ct_key ck = {.ifindex = ifindex,
+			    .saddr = f.saddr,
+			    .daddr = f.daddr,
+			    .sport = f.sport,
+			    .dport = f.dport,
+			    .proto = f.proto};
+	struct ct_value *cv = bpf_map_lookup_elem(&tabby_conntrack, &ck);
+	if (cv && cv->direction == dir && now - cv->last_seen_ns < timeout) {
+		cv->last_seen_ns = now;
+		return TC_ACT_UNSPEC;
+	}
+	struct ct_key rk = {.ifindex = ifindex,
+			    .saddr = f.daddr,
+			    .daddr = f.saddr,
+			    .sport = f.dport,
+			    .dport = f.sport,
+			    .proto = f.proto};
+	cv = bpf_map_lookup_elem(&tabby_conntrack, &rk);
+	if (cv && cv->direction != dir && now - cv->last_seen_ns < timeout) {
+		cv->last_seen_ns = now;
+		cv->state = CT_STATE_ESTABLISHED;
+		return TC_ACT_UNSPEC;
+	}
+
+	__u32 peer = peer_class(dir == DIR_EGRESS ? f.daddr : f.saddr);
+	struct policy_value *pv = lookup_policy(ep->id, dir, &f, peer);
+	__u8 verdict;
+	__u32 rule_id = 0;
+	if (pv) {
+		verdict = pv->verdict;
+		rule_id = pv->rule_id;
+	} else {
+		verdict = dir == DIR_EGRESS ? ep->egress_default : ep->ingress_default;
+	}
+	count(rule_id, skb->len);
+	if (verdict != VERDICT_ALLOW)
+		return drop(skb, &f, dir, rule_id, pv ? REASON_POLICY : REASON_DEFAULT);
+
+	struct ct_value nv = {.last_seen_ns = now, .state = CT_STATE_NEW, .direction = dir};
+	bpf_map_update_elem(&tabby_conntrack, &ck, &nv, BPF_ANY);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int tabby_from_wl(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_EGRESS);
+}
+
+SEC("tc")
+int tabby_to_wl(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_INGRESS);
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";
