@@ -14,7 +14,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
-const conformancePath = "../../../shared/conformance/netpol-cases.jsonl.gz"
+const conformancePath = "../../test/conformance/netpol-cases.jsonl.gz"
 
 type confPod struct {
 	Namespace, Name, IP string
