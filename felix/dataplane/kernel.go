@@ -90,7 +90,7 @@ func build(p netip.Prefix, t Target, link int) (netlink.Route, kroute) {
 		r = routes.LearnedRoute(p, t.NextHops)
 	}
 	k := kroute{typ: unix.RTN_UNICAST, proto: r.Protocol, prio: defaultPrio(p), link: r.LinkIndex, scope: r.Scope,
-		nhs: slices.Clone(t.NextHops)}
+		nhs: t.NextHops} // shared: a Target's next hops are never modified (calc makes them)
 	if t.Kind == KindBlackhole {
 		k.typ = unix.RTN_BLACKHOLE
 	}
