@@ -427,9 +427,13 @@ func (g *Graph) TakeChanges() Changes {
 		Interfaces: make(map[string]bool, len(g.dirtyIfaces)),
 		Endpoints:  make(map[string]bool, len(g.dirtyEndpoints)),
 	}
+	// One allocation for every route of the batch (a 100k-route BGP table comes in
+	// batches of thousands), not one each; capacity is fixed, so the pointers hold.
+	slab := make([]Route, 0, len(g.dirtyRoutes))
 	for p := range g.dirtyRoutes {
 		if r, ok := g.Route(p); ok {
-			c.Routes[p] = &r
+			slab = append(slab, r)
+			c.Routes[p] = &slab[len(slab)-1]
 		} else {
 			c.Routes[p] = nil
 		}

@@ -186,10 +186,18 @@ func (t *RouteTable) deleteRoutes(p netip.Prefix, ks []kroute) (state, error) {
 }
 
 // putMain records k as p's route at the default metric.
-func (t *RouteTable) putMain(p netip.Prefix, k kroute) {
+func (t *RouteTable) putMain(p netip.Prefix, k kroute) { t.putMainIn(p, k, nil) }
+
+// putMainIn is putMain with room for a prefix that had no route: a one-element slice
+// of a batch's slab (one allocation for the batch), or nil to allocate one.
+func (t *RouteTable) putMainIn(p netip.Prefix, k kroute, room []kroute) {
 	have := t.actual[p]
 	if len(have) == 0 { // the common case, kept cheap for large batches
-		t.actual[p] = []kroute{k}
+		if room == nil {
+			room = make([]kroute, 1)
+		}
+		room[0] = k
+		t.actual[p] = room
 		if k.link != 0 && k.kind() == KindLocal {
 			addIndex(t.byLink, k.link, p)
 		}

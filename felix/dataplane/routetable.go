@@ -332,12 +332,13 @@ func (t *RouteTable) flushBatch(res *ApplyResult, errs *[]error) {
 		}
 		return
 	}
+	slab := make([]kroute, len(adds))
 	for i, a := range adds {
 		var st state
 		var err error
 		switch e := results[i]; {
 		case e == nil:
-			t.putMain(a.p, a.k)
+			t.putMainIn(a.p, a.k, slab[i:i+1:i+1]) // capped: a later append copies out
 			delete(t.problems, a.p)
 			st = stWritten
 		case errors.Is(e, unix.EEXIST):
