@@ -202,24 +202,11 @@ type setup struct {
 
 // bench sets everything up (registering its teardown with cl) and runs the rounds.
 func bench(ctx context.Context, cl *netnode.Cleanup, n, rounds int, rib bool, breakdown, keep, profile string) (*results, error) {
-	if err := benchutil.SweepStale(ctx, namePrefix, func(f string, a ...any) { step(" "+f, a...) }); err != nil {
-		return nil, err
-	}
-	id, err := netnode.RunID(namePrefix)
+	id, tmp, dirs, err := benchutil.NewRun(ctx, cl, namePrefix, func(f string, a ...any) { step(" "+f, a...) }, "bin", "fab")
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.MkdirTemp("", id+"-")
-	if err != nil {
-		return nil, err
-	}
-	cl.Add("remove "+tmp, func() error { return os.RemoveAll(tmp) })
-	binDir, fabDir := filepath.Join(tmp, "bin"), filepath.Join(tmp, "fab")
-	for _, d := range []string{binDir, fabDir} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
+	binDir, fabDir := dirs[0], dirs[1]
 	res := &results{n: n, rounds: rounds, version: "?"}
 	s := &setup{set: newPrefixSet(routesNet.Addr(), n), peerName: id + "-frr", filterName: id + "-range", rib: rib}
 

@@ -88,24 +88,11 @@ type stats struct{ add, del, addCPU, delCPU []time.Duration }
 // bench sets everything up (registering its teardown with cl), adds and deletes n pods
 // and prints the figures.
 func bench(ctx context.Context, cl *netnode.Cleanup, n int) (*stats, error) {
-	if err := benchutil.SweepStale(ctx, namePrefix, func(f string, a ...any) { step(" "+f, a...) }); err != nil {
-		return nil, err
-	}
-	id, err := netnode.RunID(namePrefix)
+	id, tmp, dirs, err := benchutil.NewRun(ctx, cl, namePrefix, func(f string, a ...any) { step(" "+f, a...) }, "bin", "conf")
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.MkdirTemp("", id+"-")
-	if err != nil {
-		return nil, err
-	}
-	cl.Add("remove "+tmp, func() error { return os.RemoveAll(tmp) })
-	binDir, confDir := filepath.Join(tmp, "bin"), filepath.Join(tmp, "conf")
-	for _, d := range []string{binDir, confDir} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
+	binDir, confDir := dirs[0], dirs[1]
 
 	step(" building tabby-cni into %s", binDir)
 	plugin := filepath.Join(binDir, "tabby-cni")

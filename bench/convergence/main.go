@@ -110,24 +110,11 @@ func main() {
 // bench sets everything up (registering its teardown with cl), adds warmup+n pods on
 // node A and returns the timings of the last n.
 func bench(ctx context.Context, cl *netnode.Cleanup, n, warmup int, keep string) (*results, error) {
-	if err := benchutil.SweepStale(ctx, namePrefix, func(f string, a ...any) { step(" "+f, a...) }); err != nil {
-		return nil, err
-	}
-	id, err := netnode.RunID(namePrefix)
+	id, tmp, dirs, err := benchutil.NewRun(ctx, cl, namePrefix, func(f string, a ...any) { step(" "+f, a...) }, "bin", "fabric")
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.MkdirTemp("", id+"-")
-	if err != nil {
-		return nil, err
-	}
-	cl.Add("remove "+tmp, func() error { return os.RemoveAll(tmp) })
-	binDir, fabDir := filepath.Join(tmp, "bin"), filepath.Join(tmp, "fabric")
-	for _, d := range []string{binDir, fabDir} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
+	binDir, fabDir := dirs[0], dirs[1]
 
 	step(" building tabby-node, tabby-cni and tabbyctl into %s", binDir)
 	if err := fabric.BuildBinaries(ctx, binDir); err != nil {

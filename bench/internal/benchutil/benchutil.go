@@ -116,3 +116,30 @@ func SweepStale(ctx context.Context, prefix string, logf func(format string, arg
 	}
 	return nil
 }
+
+// NewRun starts a run named with prefix: it sweeps what killed runs left (SweepStale),
+// takes a run ID (netnode.RunID) and makes the run's temporary directory with the
+// given subdirectories, removed by cl. It returns the ID, the directory and the
+// subdirectories' paths.
+func NewRun(ctx context.Context, cl *netnode.Cleanup, prefix string, logf func(format string, args ...any), subdirs ...string) (string, string, []string, error) {
+	if err := SweepStale(ctx, prefix, logf); err != nil {
+		return "", "", nil, err
+	}
+	id, err := netnode.RunID(prefix)
+	if err != nil {
+		return "", "", nil, err
+	}
+	tmp, err := os.MkdirTemp("", id+"-")
+	if err != nil {
+		return "", "", nil, err
+	}
+	cl.Add("remove "+tmp, func() error { return os.RemoveAll(tmp) })
+	dirs := make([]string, len(subdirs))
+	for i, d := range subdirs {
+		dirs[i] = filepath.Join(tmp, d)
+		if err := os.Mkdir(dirs[i], 0o755); err != nil {
+			return "", "", nil, err
+		}
+	}
+	return id, tmp, dirs, nil
+}
