@@ -11,6 +11,7 @@ APT_PACKAGES=(
   git ca-certificates                     # module fetches
   frr bird2 gobgpd                        # BGP peers we did not write (interop, benches)
   clang llvm libbpf-dev linux-libc-dev bpftool  # eBPF: make generate-bpf (bpf2go), inspecting maps
+  iperf3 iptables                         # bench/policy: TCP throughput, the iptables reference
 )
 
 missing=()
