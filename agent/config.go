@@ -44,7 +44,9 @@ type Config struct {
 	BGP bool
 	// BGPSecretNamespace holds the Secrets that BGP passwords name.
 	BGPSecretNamespace string
-	ShowVersion        bool
+	// Policy enforces network policy with the eBPF datapath (felix.Config.Policy).
+	Policy      bool
+	ShowVersion bool
 }
 
 // setting is one flag and the environment variables that may set it, in order.
@@ -67,6 +69,7 @@ var settings = []setting{
 	{"resync-interval", []string{"TABBY_RESYNC_INTERVAL"}},
 	{"bgp", []string{"TABBY_BGP"}},
 	{"bgp-secret-namespace", []string{"TABBY_BGP_SECRET_NAMESPACE"}},
+	{"policy", []string{"TABBY_POLICY"}},
 }
 
 // FlagSet returns the agent's flags bound to c, with their defaults.
@@ -87,6 +90,7 @@ func (c *Config) FlagSet(out io.Writer) *pflag.FlagSet {
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", DefaultResyncInterval, "full resync period of the dataplane (env TABBY_RESYNC_INTERVAL)")
 	fs.BoolVar(&c.BGP, "bgp", true, "run the BGP speaker: node-to-node mesh, BGPPeers, learned routes (env TABBY_BGP)")
 	fs.StringVar(&c.BGPSecretNamespace, "bgp-secret-namespace", DefaultBGPSecretNamespace, "namespace of the Secrets BGP passwords name (env TABBY_BGP_SECRET_NAMESPACE)")
+	fs.BoolVar(&c.Policy, "policy", false, "enforce network policy with the eBPF datapath (env TABBY_POLICY)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	return fs
 }

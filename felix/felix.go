@@ -52,6 +52,13 @@ type Config struct {
 	// WorkloadEndpoint reaches felix. A route felix wanted and then withdrew (its
 	// endpoint was deleted) goes at once. Default 10s; negative means no grace.
 	RouteCleanupGracePeriod time.Duration
+	// Policy turns on network policy enforcement: felix also watches the policy kinds
+	// and namespaces, loads the eBPF datapath, writes its maps and attaches its
+	// programs to the local workload interfaces. Off by default.
+	Policy bool
+	// BPFPinDir (with Policy) is where the datapath is pinned, on a bpffs; default
+	// DefaultBPFPinDir.
+	BPFPinDir string
 }
 
 // LearnedRoute is a prefix learned from a BGP peer and its next hops.
@@ -79,6 +86,10 @@ type EndpointStatus struct {
 	IPs        []string `json:"ips"`
 	Programmed bool     `json:"programmed"`
 	Message    string   `json:"message"`
+	// PolicyProgrammed (Config.Policy only): the endpoint's policy is in the maps and
+	// the programs are on its interface; PolicyMessage says why not.
+	PolicyProgrammed bool   `json:"policyProgrammed,omitempty"`
+	PolicyMessage    string `json:"policyMessage,omitempty"`
 }
 
 // RouteCounts counts Tabby's routes in the kernel by kind.
@@ -120,6 +131,7 @@ type Felix struct {
 	routeQ       []dataplane.RouteEvent
 	needResync   bool
 	running      bool
+	pol          *policyInputs // nil unless Config.Policy
 
 	smu      sync.Mutex // guards the reported state below
 	status   Status
@@ -148,6 +160,9 @@ func New(cfg Config) (*Felix, error) {
 	case cfg.RouteCleanupGracePeriod < 0:
 		cfg.RouteCleanupGracePeriod = 0
 	}
+	if cfg.BPFPinDir == "" {
+		cfg.BPFPinDir = DefaultBPFPinDir
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -156,6 +171,9 @@ func New(cfg Config) (*Felix, error) {
 	f := &Felix{cfg: cfg, log: log, h: cfg.NetlinkHandle, kick: make(chan struct{}, 1),
 		graph: calc.NewGraph(cfg.NodeName, log.Named("calc")), synced: map[string]bool{},
 		watchErrs: map[string]string{}, epStatus: map[string]EndpointStatus{}, changed: make(chan struct{})}
+	if cfg.Policy {
+		f.pol = newPolicyInputs()
+	}
 	m, err := newMetrics(cfg.Registry)
 	if err != nil {
 		return nil, err
@@ -217,6 +235,10 @@ func (f *Felix) Run(ctx context.Context) error {
 	l := &loop{f: f, rt: dataplane.NewRouteTable(f.h, f.log.Named("routes")),
 		sys: dataplane.NewSysctls(nst, f.log.Named("sysctls"))}
 	l.rt.SetGracePeriod(f.cfg.RouteCleanupGracePeriod)
+	if f.pol != nil {
+		l.enf = newEnforcer(f, nst)
+		defer l.enf.close()
+	}
 	// NetNSPath is the handle's namespace (see Config), so the batcher writes there too.
 	if b, err := dataplane.NewBatcher(f.cfg.NetNSPath); err != nil {
 		f.log.Warn("no batched route writes; writing routes one at a time", zap.Error(err))

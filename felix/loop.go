@@ -24,6 +24,7 @@ type loop struct {
 	f   *Felix
 	rt  *dataplane.RouteTable
 	sys *dataplane.Sysctls
+	enf *enforcer // nil unless Config.Policy
 
 	syncedOnce bool          // the first apply after every watch synced is done
 	retry      time.Duration // backoff after an apply with errors
@@ -39,6 +40,7 @@ type batch struct {
 	learned   bool // the learned routes were given at least once
 	endpoints []endpointView
 	watchErrs []string
+	policy    policyBatch
 }
 
 // endpointView is an endpoint as the status needs it, taken under f.mu.
@@ -100,6 +102,9 @@ func (l *loop) take(full bool) batch {
 		l.rt.OnRouteEvent(e)
 	}
 	b.links = len(f.linkQ)
+	if l.enf != nil {
+		b.policy = f.takePolicy(b.full || b.links > 0 || l.enf.needs)
+	}
 	f.linkQ, f.routeQ = nil, nil
 	for _, name := range watched {
 		b.synced = b.synced && f.synced[name]
@@ -146,6 +151,10 @@ func (l *loop) apply(full bool) {
 	start := time.Now()
 	res := l.rt.Apply()
 	_, sysPending, sysErr := l.sys.Apply()
+	var polErr error
+	if l.enf != nil {
+		polErr = errors.Join(l.enf.apply(b.policy, b.full, b.links)...)
+	}
 	took := time.Since(start)
 	f.m.applySeconds.Observe(took.Seconds())
 	if res.Resynced {
@@ -158,10 +167,13 @@ func (l *loop) apply(full bool) {
 	if sysErr != nil {
 		errs = append(errs, sysErr.Error())
 	}
-	if res.Err != nil || sysErr != nil {
+	if polErr != nil {
+		errs = append(errs, polErr.Error())
+	}
+	if res.Err != nil || sysErr != nil || polErr != nil {
 		f.m.applyErrors.Inc()
 		l.retry = min(max(l.retry*2, minRetry), maxRetry)
-		f.log.Warn("apply incomplete; will retry", zap.Error(errors.Join(res.Err, sysErr)),
+		f.log.Warn("apply incomplete; will retry", zap.Error(errors.Join(res.Err, sysErr, polErr)),
 			zap.Duration("retry", l.retry))
 	} else {
 		l.retry = 0
@@ -221,6 +233,9 @@ func (l *loop) endpointStatus(views []endpointView) []EndpointStatus {
 			}
 		}
 		st.Programmed = len(msgs) == 0
+		if l.enf != nil {
+			st.PolicyProgrammed, st.PolicyMessage = l.enf.endpointPolicy(ep.Key())
+		}
 		st.Message = strings.Join(msgs, "; ")
 		out[i] = st
 	}

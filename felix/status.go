@@ -43,6 +43,12 @@ func (f *Felix) WaitEndpointProgrammed(ctx context.Context, namespace, name stri
 	return f.WaitEndpoint(ctx, namespace, name, func(s EndpointStatus) bool { return s.Programmed })
 }
 
+// WaitPolicyProgrammed waits until the endpoint namespace/name is programmed and its
+// policy enforced (Config.Policy), or ctx ends.
+func (f *Felix) WaitPolicyProgrammed(ctx context.Context, namespace, name string) error {
+	return f.WaitEndpoint(ctx, namespace, name, func(s EndpointStatus) bool { return s.Programmed && s.PolicyProgrammed })
+}
+
 // WaitEndpoint waits until the endpoint namespace/name is known and ok returns true for
 // its status, or ctx ends. A caller that knows what it wrote can check more than
 // Programmed, e.g. the interface and addresses, so that the status of an earlier

@@ -28,6 +28,9 @@ func (f *Felix) startWatches(ctx context.Context, wg *sync.WaitGroup) {
 				}
 			}
 			f.graph.ReplaceEndpoints(ws)
+			if f.pol != nil {
+				f.pol.replace("WorkloadEndpoint", objs)
+			}
 		}, func(ev datastore.Event) {
 			w, ok := ev.Object.(*v1.WorkloadEndpoint)
 			switch {
@@ -38,8 +41,14 @@ func (f *Felix) startWatches(ctx context.Context, wg *sync.WaitGroup) {
 			default:
 				f.graph.UpsertEndpoint(w)
 			}
+			if ok && f.pol != nil {
+				f.pol.update("WorkloadEndpoint", ev)
+			}
 		})
 	}()
+	if f.pol != nil {
+		f.startPolicyWatches(ctx, wg)
+	}
 	blockOpts := datastore.WatchOptions{}
 	// Narrow the watch to this node's blocks when the node name can be a label value;
 	// the graph checks spec.affinity either way.

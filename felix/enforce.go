@@ -1,0 +1,315 @@
+package felix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+
+	v1 "github.com/tabbynet/tabby/api/v1"
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/ebpf"
+	"github.com/tabbynet/tabby/felix/dataplane"
+	"github.com/tabbynet/tabby/felix/policy"
+	"github.com/tabbynet/tabby/felix/policymaps"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// DefaultBPFPinDir is Config.BPFPinDir's default.
+const DefaultBPFPinDir = ebpf.DefaultPinDir
+
+// policyKinds are the kinds watched, besides WorkloadEndpoints, when Config.Policy is
+// set; each must sync before felix writes the policy maps.
+var policyKinds = []struct {
+	name string
+	kind datastore.Kind
+}{
+	{"K8sNetworkPolicy", datastore.KindK8sNetworkPolicy},
+	{"NetworkPolicy", datastore.KindNetworkPolicy},
+	{"GlobalNetworkPolicy", datastore.KindGlobalNetworkPolicy},
+	{"NetworkSet", datastore.KindNetworkSet},
+	{"GlobalNetworkSet", datastore.KindGlobalNetworkSet},
+	{"Namespace", datastore.KindNamespace},
+}
+
+// policyInputs is what policy is compiled from; guarded by f.mu.
+type policyInputs struct {
+	// objs holds each watched kind's objects (and the WorkloadEndpoints) by
+	// namespace/name.
+	objs  map[string]map[string]datastore.Object
+	dirty bool // something policy-relevant changed since the last take
+}
+
+func newPolicyInputs() *policyInputs {
+	p := &policyInputs{objs: map[string]map[string]datastore.Object{"WorkloadEndpoint": {}}, dirty: true}
+	for _, k := range policyKinds {
+		p.objs[k.name] = map[string]datastore.Object{}
+	}
+	return p
+}
+
+func objKey(o datastore.Object) string { return o.GetNamespace() + "/" + o.GetName() }
+
+// replace and update record a watch's objects (under f.mu; no I/O).
+func (p *policyInputs) replace(name string, objs []datastore.Object) {
+	m := make(map[string]datastore.Object, len(objs))
+	for _, o := range objs {
+		m[objKey(o)] = o
+	}
+	p.objs[name], p.dirty = m, true
+}
+
+func (p *policyInputs) update(name string, ev datastore.Event) {
+	if ev.Type == datastore.Deleted {
+		delete(p.objs[name], objKey(ev.Object))
+	} else {
+		p.objs[name][objKey(ev.Object)] = ev.Object
+	}
+	p.dirty = true
+}
+
+// localEndpoint is a WorkloadEndpoint of this node, as the enforcer needs it.
+type localEndpoint struct {
+	key   string // WorkloadEndpoint namespace/name, also its policy.Endpoint key
+	iface string
+	ips   []netip.Addr
+	mac   net.HardwareAddr
+}
+
+// policyBatch is what the apply goroutine takes for policy under f.mu.
+type policyBatch struct {
+	synced    bool
+	changed   bool
+	in        *policy.Input // when changed
+	local     []localEndpoint
+	watchErrs []string
+}
+
+// startPolicyWatches starts the watches of the policy kinds (Config.Policy).
+func (f *Felix) startPolicyWatches(ctx context.Context, wg *sync.WaitGroup) {
+	for _, k := range policyKinds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.watch(ctx, k.name, k.kind, datastore.WatchOptions{}, func(objs []datastore.Object) {
+				f.pol.replace(k.name, objs)
+			}, func(ev datastore.Event) {
+				f.pol.update(k.name, ev)
+			})
+		}()
+	}
+}
+
+// takePolicy runs under f.mu: it builds the compiler's input when it changed, and the
+// local endpoints when it changed or redo is set.
+func (f *Felix) takePolicy(redo bool) policyBatch {
+	p := f.pol
+	b := policyBatch{synced: f.synced["WorkloadEndpoint"], changed: p.dirty}
+	for _, k := range policyKinds {
+		b.synced = b.synced && f.synced[k.name]
+		if msg := f.watchErrs[k.name]; msg != "" {
+			b.watchErrs = append(b.watchErrs, msg)
+		}
+	}
+	if !b.synced || (!b.changed && !redo) {
+		return b
+	}
+	p.dirty = false
+	in := &policy.Input{Namespaces: map[string]map[string]string{}}
+	for _, o := range p.objs["WorkloadEndpoint"] {
+		w, ok := o.(*v1.WorkloadEndpoint)
+		if !ok {
+			continue
+		}
+		ep, err := policy.EndpointFromWorkload(w)
+		if err != nil {
+			continue // the route status reports the bad field
+		}
+		ep.Name = w.Name // unique in the namespace, unlike the workload name
+		if b.changed {
+			in.Endpoints = append(in.Endpoints, ep)
+		}
+		if w.Spec.Node != f.cfg.NodeName || w.Spec.InterfaceName == "" {
+			continue
+		}
+		le := localEndpoint{key: ep.Key(), iface: w.Spec.InterfaceName, ips: ep.IPs}
+		if mac, err := net.ParseMAC(w.Spec.MAC); err == nil && len(mac) == 6 {
+			le.mac = mac
+		}
+		b.local = append(b.local, le)
+	}
+	sort.Slice(b.local, func(i, j int) bool { return b.local[i].key < b.local[j].key })
+	if !b.changed {
+		return b
+	}
+	for _, o := range p.objs["K8sNetworkPolicy"] {
+		if np, ok := o.(*networkingv1.NetworkPolicy); ok {
+			in.KubePolicies = append(in.KubePolicies, *np)
+		}
+	}
+	for _, o := range p.objs["NetworkPolicy"] {
+		if np, ok := o.(*v1.NetworkPolicy); ok {
+			in.Policies = append(in.Policies, *np)
+		}
+	}
+	for _, o := range p.objs["GlobalNetworkPolicy"] {
+		if np, ok := o.(*v1.GlobalNetworkPolicy); ok {
+			in.GlobalPolicies = append(in.GlobalPolicies, *np)
+		}
+	}
+	for _, o := range p.objs["NetworkSet"] {
+		if s, ok := o.(*v1.NetworkSet); ok {
+			in.NetworkSets = append(in.NetworkSets, *s)
+		}
+	}
+	for _, o := range p.objs["GlobalNetworkSet"] {
+		if s, ok := o.(*v1.GlobalNetworkSet); ok {
+			in.GlobalNetworkSets = append(in.GlobalNetworkSets, *s)
+		}
+	}
+	for _, o := range p.objs["Namespace"] {
+		if ns, ok := o.(*corev1.Namespace); ok {
+			in.Namespaces[ns.Name] = ns.Labels
+		}
+	}
+	b.in = in
+	return b
+}
+
+// enforcer is the apply goroutine's policy state (Config.Policy).
+type enforcer struct {
+	f     *Felix
+	nst   *dataplane.NSThread // runs Attach/Detach in the node's namespace (nil: this one)
+	dp    *ebpf.Datapath
+	w     *policymaps.Writer
+	comp  *policy.Compiled
+	ids   map[string]uint32 // endpoint key -> compiled id
+	cErr  error             // the last compile's error (the last good output is kept)
+	needs bool              // redo the maps and attachments on the next apply
+	// attached maps each ifindex the programs are on to its interface name.
+	attached map[int]string
+	// status maps each local endpoint key to "" (enforced) or why not.
+	status map[string]string
+}
+
+func newEnforcer(f *Felix, nst *dataplane.NSThread) *enforcer {
+	return &enforcer{f: f, nst: nst, needs: true, attached: map[int]string{}, status: map[string]string{}}
+}
+
+// close releases the datapath's handles; pins, maps and attachments stay.
+func (e *enforcer) close() {
+	if e.dp != nil {
+		_ = e.dp.Close()
+	}
+}
+
+// apply compiles (when the input changed), writes the maps and attaches the programs.
+// It returns the errors to report; the caller retries after an error.
+func (e *enforcer) apply(b policyBatch, full bool, links int) []error {
+	errs := make([]error, 0, len(b.watchErrs))
+	for _, m := range b.watchErrs {
+		errs = append(errs, errors.New(m))
+	}
+	if !b.synced {
+		return errs
+	}
+	if b.in != nil {
+		c, err := policy.Compile(b.in)
+		e.cErr = err
+		if err != nil {
+			e.f.log.Warn("policy does not compile; keeping the last good one", zap.Error(err))
+		} else {
+			e.comp = c
+			e.ids = make(map[string]uint32, len(c.Endpoints))
+			for _, t := range c.Endpoints {
+				e.ids[t.Key] = t.ID
+			}
+		}
+		e.needs = true
+	}
+	if e.cErr != nil {
+		errs = append(errs, fmt.Errorf("compile policy: %w", e.cErr))
+	}
+	if (!e.needs && !full && links == 0) || e.comp == nil {
+		return errs
+	}
+	if e.dp == nil {
+		dp, err := ebpf.Load(ebpf.Options{PinDir: e.f.cfg.BPFPinDir})
+		if err != nil {
+			return append(errs, fmt.Errorf("load the policy datapath: %w", err))
+		}
+		e.dp, e.w = dp, policymaps.New(dp, e.f.log.Named("policymaps"))
+	}
+	status := make(map[string]string, len(b.local))
+	var eps []policymaps.Endpoint
+	want := map[int]string{}
+	for _, le := range b.local {
+		id, ok := e.ids[le.key]
+		if !ok {
+			status[le.key] = "not in the compiled policy"
+			continue
+		}
+		l, err := e.f.h.LinkByName(le.iface)
+		if err != nil {
+			status[le.key] = "interface " + le.iface + " not found"
+			continue
+		}
+		idx := l.Attrs().Index
+		if other, dup := want[idx]; dup {
+			status[le.key] = "interface " + le.iface + " is also used by " + other
+			continue
+		}
+		want[idx] = le.key
+		eps = append(eps, policymaps.Endpoint{Ifindex: idx, ID: id, IPv4: le.ips, MAC: le.mac})
+		status[le.key] = "programs not attached"
+	}
+	if _, err := e.w.Sync(e.comp, eps); err != nil {
+		e.status = status
+		return append(errs, fmt.Errorf("write the policy maps: %w", err))
+	}
+	var failed []error
+	for idx, key := range want {
+		if _, ok := e.attached[idx]; ok && !full {
+			status[key] = ""
+			continue
+		}
+		var err error
+		e.nst.Do(func() { _, err = e.dp.Attach(idx, ebpf.AttachOptions{}) })
+		if err != nil {
+			status[key] = err.Error()
+			failed = append(failed, fmt.Errorf("endpoint %s: %w", key, err))
+			continue
+		}
+		e.attached[idx] = key
+		status[key] = ""
+	}
+	for idx, key := range e.attached {
+		if _, ok := want[idx]; ok {
+			continue
+		}
+		var err error
+		e.nst.Do(func() { err = e.dp.Detach(idx) })
+		if err != nil {
+			failed = append(failed, fmt.Errorf("endpoint %s: %w", key, err))
+			continue
+		}
+		delete(e.attached, idx)
+	}
+	e.status = status
+	e.needs = len(failed) > 0
+	return append(errs, failed...)
+}
+
+// endpointPolicy says whether the local endpoint key is enforced, and if not why.
+func (e *enforcer) endpointPolicy(key string) (bool, string) {
+	msg, ok := e.status[key]
+	if !ok {
+		return false, "policy not programmed yet"
+	}
+	return msg == "", msg
+}
