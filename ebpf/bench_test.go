@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"fmt"
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"net/netip"
 	"testing"
 )
@@ -30,8 +31,8 @@ func BenchmarkPolicyMiss(b *testing.B) {
 
 func benchSetup(b *testing.B, rules int) *Datapath {
 	b.Helper()
-	requireBPF(b)
-	d, err := Load(Options{PinDir: bpffsDir(b)})
+	ebpftest.Require(b)
+	d, err := Load(Options{PinDir: ebpftest.PinDir(b)})
 	if err != nil {
 		b.Fatal(err)
 	}

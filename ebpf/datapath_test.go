@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"errors"
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"net/netip"
 	"os"
 	"testing"
@@ -243,8 +244,8 @@ func TestPassThroughAndNoEndpoint(t *testing.T) {
 }
 
 func TestPinnedMapsSurviveReload(t *testing.T) {
-	requireBPF(t)
-	dir := bpffsDir(t)
+	ebpftest.Require(t)
+	dir := ebpftest.PinDir(t)
 	d1, err := Load(Options{PinDir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -294,8 +295,8 @@ func nextDrop(t *testing.T, r *DropReader) DropEvent {
 }
 
 func TestIncompatiblePinnedMap(t *testing.T) {
-	requireBPF(t)
-	dir := bpffsDir(t)
+	ebpftest.Require(t)
+	dir := ebpftest.PinDir(t)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"net"
 	"net/netip"
 	"os"
@@ -162,15 +163,7 @@ func TestVethAllowThenDeny(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					_ = c.Close()
-				}
-			}()
+			ebpftest.Serve(ln)
 
 			if err := d.SetEndpoint(e.hostIfindex, Endpoint{ID: 1, IngressDefault: Deny, EgressDefault: Deny,
 				MAC: e.wlMAC, Addrs: []netip.Addr{e.wlAddr}}); err != nil {

@@ -3,6 +3,7 @@ package felix_test
 import (
 	"context"
 	"errors"
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"net"
 	"os"
 	"os/exec"
@@ -13,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf/features"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/ebpf"
@@ -21,38 +21,9 @@ import (
 	"github.com/tabbynet/tabby/felix/internal/nettest"
 	"github.com/vishvananda/netns"
 	"go.uber.org/zap/zaptest"
-	"golang.org/x/sys/unix"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
-
-// requireBPF skips unless BPF TC programs can be loaded (fails under CI=true).
-func requireBPF(t *testing.T) {
-	t.Helper()
-	err := features.HaveProgramType(0x3 /* SCHED_CLS */)
-	if err == nil {
-		return
-	}
-	if v, _ := strconv.ParseBool(os.Getenv("CI")); v {
-		t.Fatalf("BPF unavailable under CI: %v", err)
-	}
-	t.Skipf("BPF unavailable: %v", err)
-}
-
-// privateBPFFS mounts a bpffs for the test and returns a pin dir on it.
-func privateBPFFS(t *testing.T) string {
-	t.Helper()
-	mnt := t.TempDir()
-	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			t.Errorf("unmount bpffs: %v", err)
-		}
-	})
-	return filepath.Join(mnt, "tabby")
-}
 
 // addPod moves the peer of host into a new namespace as a pod with address ip/32 and
 // a default route through the host side (proxy ARP, as the CNI plugin sets it up).
@@ -111,8 +82,8 @@ func dial(pod, addr string) error {
 
 func TestPolicyEnforcement(t *testing.T) {
 	nettest.Require(t)
-	requireBPF(t)
-	pinDir := privateBPFFS(t)
+	ebpftest.Require(t)
+	pinDir := ebpftest.PinDir(t)
 	n := nettest.NewNode(t)
 	// Proxy ARP answers for 169.254.1.1 only if the node has a route to it.
 	n.AddVeth("tdflt", "tdfltp", "")
@@ -176,15 +147,7 @@ func TestPolicyEnforcement(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	}()
+	ebpftest.Serve(ln)
 	allowed := func() string {
 		if err := dial(podA, "10.98.0.2:80"); err != nil {
 			return "a -> b:80: " + err.Error()

@@ -286,9 +286,13 @@ func TestRestartAdoptsWithoutDeleting(t *testing.T) {
 	if err := second.f.WaitEndpointProgrammed(ctxFor(t, 10*time.Second), "default", "w1"); err != nil {
 		t.Fatal(err)
 	}
-	if d := deletions(); d != "10.97.0.2/32" {
-		t.Fatalf("deletions after sync = %q, want only w2's route", d)
-	}
+	// The monitor reads the kernel's delete events on its own goroutine: wait for them.
+	nettest.Eventually(t, 10*time.Second, "only w2's route deleted after the sync", func() string {
+		if d := deletions(); d != "10.97.0.2/32" {
+			return fmt.Sprintf("deletions after sync = %q, want only w2's route", d)
+		}
+		return ""
+	})
 	// The BGP speaker has not given its table yet: the learned route stays.
 	wantRoutes(t, n, "learned route kept", withoutW2...)
 	second.f.SetLearnedRoutes(nil)

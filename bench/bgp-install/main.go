@@ -109,22 +109,9 @@ func main() {
 	if *n < 1 || *n > maxRoutes || *rounds < 1 || !slices.Contains([]string{"auto", "always", "never"}, *breakdown) {
 		benchutil.Fatal(fmt.Errorf("want 1 <= -n <= %d, -rounds >= 1, -breakdown auto|always|never", maxRoutes))
 	}
-	if os.Geteuid() != 0 {
-		benchutil.Fatal(errors.New("bgp-install needs root (network namespaces): run make bench BENCH=bgp-install as root"))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	cl := &netnode.Cleanup{Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }}
-	// A signal cancels the run, whose teardown then runs; a second signal (or a teardown
-	// that has not started within a minute) tears down at once and exits.
-	stopSignals := cl.OnSignal(cancel)
-
-	res, err := bench(ctx, cl, *n, *rounds, *rib, *breakdown, *keep, *profile)
-	_ = cl.Run() // each failed step is reported by Logf
-	stopSignals()
-	if err != nil {
-		benchutil.Fatal(err)
-	}
+	res := benchutil.Run("bgp-install", 20*time.Minute, func(ctx context.Context, cl *netnode.Cleanup) (*results, error) {
+		return bench(ctx, cl, *n, *rounds, *rib, *breakdown, *keep, *profile)
+	})
 	res.print()
 	ours, ref := median(res.ours), median(res.ref)
 	benchutil.Result("bgp-install", ours.Seconds(), "s", ref.Seconds(), fmt.Sprintf("<=%.1f", goalRatio),

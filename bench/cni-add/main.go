@@ -50,26 +50,13 @@ func main() {
 	if *n < 1 {
 		benchutil.Fatal(errors.New("-n must be at least 1"))
 	}
-	if os.Geteuid() != 0 {
-		benchutil.Fatal(errors.New("cni-add needs root (network namespaces): run make bench BENCH=cni-add as root"))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	cl := &netnode.Cleanup{Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }}
-	// A signal cancels the run, whose deferred teardown then runs; a second signal (or a
-	// teardown that has not started within a minute) tears down at once and exits.
-	stopSignals := cl.OnSignal(cancel)
-
 	before, err := hostState()
 	if err != nil {
 		benchutil.Fatal(err)
 	}
-	st, err := bench(ctx, cl, *n)
-	_ = cl.Run() // each failed step is reported by Logf
-	stopSignals()
-	if err != nil {
-		benchutil.Fatal(err)
-	}
+	st := benchutil.Run("cni-add", 30*time.Minute, func(ctx context.Context, cl *netnode.Cleanup) (*stats, error) {
+		return bench(ctx, cl, *n)
+	})
 	after, err := hostState()
 	if err != nil {
 		benchutil.Fatal(err)

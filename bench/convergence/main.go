@@ -73,22 +73,9 @@ func main() {
 	if *n < 1 || *warmup < 0 || *n+*warmup > 1000 {
 		benchutil.Fatal(errors.New("-n must be at least 1 and -n + -warmup at most 1000"))
 	}
-	if os.Geteuid() != 0 {
-		benchutil.Fatal(errors.New("convergence needs root (network namespaces): run make bench BENCH=convergence as root"))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	cl := &netnode.Cleanup{Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }}
-	// A signal cancels the run, whose teardown then runs; a second signal (or a teardown
-	// that has not started within a minute) tears down at once and exits.
-	stopSignals := cl.OnSignal(cancel)
-
-	res, err := bench(ctx, cl, *n, *warmup, *keep)
-	_ = cl.Run() // each failed step is reported by Logf
-	stopSignals()
-	if err != nil {
-		benchutil.Fatal(err)
-	}
+	res := benchutil.Run("convergence", 30*time.Minute, func(ctx context.Context, cl *netnode.Cleanup) (*results, error) {
+		return bench(ctx, cl, *n, *warmup, *keep)
+	})
 	fmt.Printf("convergence: %d pods (after %d unmeasured) added one after another on node A of %d (iBGP mesh, AS %d), real kube-apiserver %s\n",
 		*n, *warmup, nodeCount, v1.DefaultASNumber, res.version)
 	fmt.Printf("  pool %s with /%d blocks (one new route per pod); timed from just before the exec of cnitool add on A\n", poolNet, blockSize)

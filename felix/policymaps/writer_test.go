@@ -3,6 +3,7 @@ package policymaps
 import (
 	"errors"
 	"fmt"
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"net"
 	"net/netip"
 	"testing"
@@ -314,8 +315,8 @@ func mustSync(t *testing.T, w *Writer, c *policy.Compiled, eps []Endpoint) Stats
 }
 
 func TestSync(t *testing.T) {
-	requireBPF(t)
-	dir := bpffsDir(t)
+	ebpftest.Require(t)
+	dir := ebpftest.PinDir(t)
 	dp := loadAt(t, dir)
 	w := New(dp, zaptest.NewLogger(t))
 
@@ -412,8 +413,8 @@ func TestSync(t *testing.T) {
 // TestRestart: a new Writer over maps pinned by an earlier one reads them back and
 // writes only what differs, stray entries included.
 func TestRestart(t *testing.T) {
-	requireBPF(t)
-	dir := bpffsDir(t)
+	ebpftest.Require(t)
+	dir := ebpftest.PinDir(t)
 	dp := loadAt(t, dir)
 	c := compile(t, true, true)
 	eps := endpoints(c, "shop/db")

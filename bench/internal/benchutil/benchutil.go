@@ -143,3 +143,25 @@ func NewRun(ctx context.Context, cl *netnode.Cleanup, prefix string, logf func(f
 	}
 	return id, tmp, dirs, nil
 }
+
+// Run is the frame of a benchmark that needs root and tears down after itself: it
+// checks for root, runs f with a context of the given timeout and a cleanup stack,
+// and runs the stack afterwards; a signal cancels the run (a second one, or a
+// teardown that has not started within a minute, tears down at once and exits). An
+// error of f is fatal (after the teardown).
+func Run[T any](name string, timeout time.Duration, f func(context.Context, *netnode.Cleanup) (T, error)) T {
+	if os.Geteuid() != 0 {
+		Fatal(fmt.Errorf("%s needs root (network namespaces): run make bench BENCH=%s as root", name, name))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cl := &netnode.Cleanup{Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }}
+	stopSignals := cl.OnSignal(cancel)
+	res, err := f(ctx, cl)
+	_ = cl.Run() // each failed step is reported by Logf
+	stopSignals()
+	if err != nil {
+		Fatal(err)
+	}
+	return res
+}
