@@ -23,6 +23,7 @@ type (
 	EndpointStatus = felix.EndpointStatus
 	RouteCounts    = felix.RouteCounts
 	RouteInfo      = felix.RouteInfo
+	PolicyStatus   = felix.PolicyStatus
 )
 
 var _ Dataplane = (*felix.Felix)(nil)

@@ -66,15 +66,18 @@ func (a *Agent) localAPIHandler() http.Handler {
 		writeJSON(w, http.StatusOK, localapi.RouteList{Routes: routesOut(rs)})
 	})
 	mux.HandleFunc("GET "+localapi.PathBGPPeers, a.serveBGPPeers)
+	mux.HandleFunc("GET "+localapi.PathPolicy, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, policyOut(a.dp.Status().Policy))
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case localapi.PathStatus, localapi.PathEndpoints, localapi.PathRoutes, localapi.PathBGPPeers:
+		case localapi.PathStatus, localapi.PathEndpoints, localapi.PathRoutes, localapi.PathBGPPeers, localapi.PathPolicy:
 			w.Header().Set("Allow", "GET, HEAD")
 			writeJSON(w, http.StatusMethodNotAllowed, localapi.Error{Error: "method " + r.Method + " not allowed: use GET"})
 			return
 		}
 		writeJSON(w, http.StatusNotFound, localapi.Error{Error: "no such endpoint " + r.Method + " " + r.URL.Path +
-			": use GET " + localapi.PathStatus + ", " + localapi.PathEndpoints + ", " + localapi.PathRoutes + " or " + localapi.PathBGPPeers})
+			": use GET " + localapi.PathStatus + ", " + localapi.PathEndpoints + ", " + localapi.PathRoutes + ", " + localapi.PathBGPPeers + " or " + localapi.PathPolicy})
 	})
 	return mux
 }
@@ -111,6 +114,7 @@ func (a *Agent) status(ctx context.Context) localapi.Status {
 		bs = localapi.BGPStatus{Enabled: true, Peers: []localapi.BGPPeer{}, Problems: []string{"list BGP peers: " + err.Error()}}
 	}
 	out.BGP = &bs
+	out.Policy = policyOut(fs.Policy)
 	if !fs.LastApply.IsZero() {
 		t := fs.LastApply
 		out.Felix.LastApply = &t
@@ -126,7 +130,23 @@ func endpointsOut(in []EndpointStatus) []localapi.Endpoint {
 			ips = []string{}
 		}
 		out = append(out, localapi.Endpoint{Namespace: e.Namespace, Name: e.Name, Workload: e.Workload,
-			Interface: e.Interface, IPs: ips, Programmed: e.Programmed, Message: e.Message})
+			Interface: e.Interface, IPs: ips, Programmed: e.Programmed, Message: e.Message,
+			PolicyEnforced: e.PolicyProgrammed, PolicyMessage: e.PolicyMessage})
+	}
+	return out
+}
+
+// policyOut converts felix's policy status (nil when policy is off).
+func policyOut(p *PolicyStatus) *localapi.PolicyStatus {
+	if p == nil {
+		return &localapi.PolicyStatus{Sources: []localapi.PolicySource{}}
+	}
+	out := &localapi.PolicyStatus{Enabled: p.Enabled, Programmed: p.Programmed, Error: p.Error,
+		Sources: make([]localapi.PolicySource, 0, len(p.Sources)), Enforced: p.Enforced,
+		NotEnforced: p.NotEnforced, Rules: p.Rules}
+	for _, s := range p.Sources {
+		out.Sources = append(out.Sources, localapi.PolicySource{Kind: s.Kind, Namespace: s.Namespace,
+			Name: s.Name, ResourceVersion: s.ResourceVersion})
 	}
 	return out
 }

@@ -172,27 +172,62 @@ func printNodeStatus(w io.Writer, st *localapi.Status, now time.Time) error {
 		}
 	}
 	line("Endpoints", fmt.Sprintf("%d (%d programmed)", len(st.Felix.Endpoints), programmed))
+	nodePolicyLines(line, st.Policy)
 	nodeBGPLines(line, st.BGP)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if err := printNodeEndpoints(w, st.Felix.Endpoints); err != nil {
+	if err := printNodeEndpoints(w, st.Felix.Endpoints, st.Policy != nil && st.Policy.Enabled); err != nil {
 		return err
 	}
 	return printNodeBGPPeers(w, st.BGP, now)
 }
 
+// nodePolicyLines adds the policy lines of tabbyctl node status.
+func nodePolicyLines(line func(k, v string), p *localapi.PolicyStatus) {
+	switch {
+	case p == nil:
+		line("Policy", "unknown (the agent does not report policy)")
+		return
+	case !p.Enabled:
+		line("Policy", "disabled (--policy=false): every endpoint's traffic passes unpoliced")
+		return
+	}
+	state := "programmed"
+	if !p.Programmed {
+		state = "not programmed"
+	}
+	line("Policy", fmt.Sprintf("%s: %s, %s, enforced on %s (%d not)", state,
+		plural(len(p.Sources), "object", "objects"), plural(p.Rules, "rule", "rules"),
+		plural(p.Enforced, "endpoint", "endpoints"), p.NotEnforced))
+	if p.Error != "" {
+		line("Policy issue", p.Error)
+	}
+}
+
 // printNodeEndpoints prints the endpoints table of tabbyctl node status, if any.
-func printNodeEndpoints(w io.Writer, eps []localapi.Endpoint) error {
+func printNodeEndpoints(w io.Writer, eps []localapi.Endpoint, policy bool) error {
 	if len(eps) == 0 {
 		return nil
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 6, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "NAMESPACE\tNAME\tWORKLOAD\tINTERFACE\tIPS\tPROGRAMMED\tMESSAGE")
+	if !policy {
+		fmt.Fprintln(tw, "NAMESPACE\tNAME\tWORKLOAD\tINTERFACE\tIPS\tPROGRAMMED\tMESSAGE")
+		for _, e := range eps {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Namespace, e.Name, dash(e.Workload), dash(e.Interface),
+				dash(strings.Join(e.IPs, ",")), yesNo(e.Programmed), dash(e.Message))
+		}
+		return tw.Flush()
+	}
+	fmt.Fprintln(tw, "NAMESPACE\tNAME\tWORKLOAD\tINTERFACE\tIPS\tPROGRAMMED\tPOLICY\tMESSAGE")
 	for _, e := range eps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Namespace, e.Name, dash(e.Workload), dash(e.Interface),
-			dash(strings.Join(e.IPs, ",")), yesNo(e.Programmed), dash(e.Message))
+		msg := e.Message
+		if e.PolicyMessage != "" {
+			msg = strings.Join(nonEmpty(msg, "policy: "+e.PolicyMessage), "; ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Namespace, e.Name, dash(e.Workload), dash(e.Interface),
+			dash(strings.Join(e.IPs, ",")), yesNo(e.Programmed), yesNo(e.PolicyEnforced), dash(msg))
 	}
 	return tw.Flush()
 }
@@ -205,4 +240,15 @@ func printNodeRoutes(w io.Writer, rs []localapi.Route) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", r.Dst, r.Kind, dash(r.Dev), dash(strings.Join(r.Via, ",")), r.Protocol)
 	}
 	return tw.Flush()
+}
+
+// nonEmpty returns the non-empty strings of ss.
+func nonEmpty(ss ...string) []string {
+	out := ss[:0:0]
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

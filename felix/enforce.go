@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 
 	v1 "github.com/tabbynet/tabby/api/v1"
@@ -85,7 +86,8 @@ type localEndpoint struct {
 type policyBatch struct {
 	synced    bool
 	changed   bool
-	in        *policy.Input // when changed
+	in        *policy.Input  // when changed
+	sources   []PolicySource // the objects in.Policies etc. came from, when changed
 	local     []localEndpoint
 	watchErrs []string
 }
@@ -147,6 +149,16 @@ func (f *Felix) takePolicy(redo bool) policyBatch {
 	if !b.changed {
 		return b
 	}
+	for _, k := range policyKinds {
+		if k.name == "Namespace" {
+			continue
+		}
+		for _, o := range p.objs[k.name] {
+			b.sources = append(b.sources, PolicySource{Kind: k.name, Namespace: o.GetNamespace(),
+				Name: o.GetName(), ResourceVersion: o.GetResourceVersion()})
+		}
+	}
+	sortSources(b.sources)
 	for _, o := range p.objs["K8sNetworkPolicy"] {
 		if np, ok := o.(*networkingv1.NetworkPolicy); ok {
 			in.KubePolicies = append(in.KubePolicies, *np)
@@ -183,14 +195,18 @@ func (f *Felix) takePolicy(redo bool) policyBatch {
 
 // enforcer is the apply goroutine's policy state (Config.Policy).
 type enforcer struct {
-	f     *Felix
-	nst   *dataplane.NSThread // runs Attach/Detach in the node's namespace (nil: this one)
-	dp    *ebpf.Datapath
-	w     *policymaps.Writer
-	comp  *policy.Compiled
-	ids   map[string]uint32 // endpoint key -> compiled id
-	cErr  error             // the last compile's error (the last good output is kept)
-	needs bool              // redo the maps and attachments on the next apply
+	f    *Felix
+	nst  *dataplane.NSThread // runs Attach/Detach in the node's namespace (nil: this one)
+	dp   *ebpf.Datapath
+	w    *policymaps.Writer
+	comp *policy.Compiled
+	ids  map[string]uint32 // endpoint key -> compiled id
+	cErr error             // the last compile's error (the last good output is kept)
+	// compiled lists the objects e.comp was compiled from; written the same once the
+	// maps hold e.comp.
+	compiled, written []PolicySource
+	writeErr          error // the last map write's error
+	needs             bool  // redo the maps and attachments on the next apply
 	// attached maps each ifindex the programs are on to its interface name.
 	attached map[int]string
 	// status maps each local endpoint key to "" (enforced) or why not.
@@ -224,7 +240,7 @@ func (e *enforcer) apply(b policyBatch, full bool, links int) []error {
 		if err != nil {
 			e.f.log.Warn("policy does not compile; keeping the last good one", zap.Error(err))
 		} else {
-			e.comp = c
+			e.comp, e.compiled = c, b.sources
 			e.ids = make(map[string]uint32, len(c.Endpoints))
 			for _, t := range c.Endpoints {
 				e.ids[t.Key] = t.ID
@@ -269,9 +285,10 @@ func (e *enforcer) apply(b policyBatch, full bool, links int) []error {
 		status[le.key] = "programs not attached"
 	}
 	if _, err := e.w.Sync(e.comp, eps); err != nil {
-		e.status = status
+		e.status, e.writeErr = status, err
 		return append(errs, fmt.Errorf("write the policy maps: %w", err))
 	}
+	e.written, e.writeErr = e.compiled, nil
 	var failed []error
 	for idx, key := range want {
 		if _, ok := e.attached[idx]; ok && !full {
@@ -303,6 +320,46 @@ func (e *enforcer) apply(b policyBatch, full bool, links int) []error {
 	e.status = status
 	e.needs = len(failed) > 0
 	return append(errs, failed...)
+}
+
+// report is the policy part of the status published after an apply.
+func (e *enforcer) report() *PolicyStatus {
+	ps := &PolicyStatus{Enabled: true, Sources: append([]PolicySource{}, e.written...)}
+	var msgs []string
+	if e.cErr != nil {
+		msgs = append(msgs, "compile policy (the last good policy stays): "+e.cErr.Error())
+	}
+	if e.writeErr != nil {
+		msgs = append(msgs, "write the policy maps: "+e.writeErr.Error())
+	}
+	for key, why := range e.status {
+		if why == "" {
+			ps.Enforced++
+		} else {
+			ps.NotEnforced++
+			msgs = append(msgs, "endpoint "+key+": "+why)
+		}
+	}
+	sort.Strings(msgs)
+	ps.Error = strings.Join(msgs, "; ")
+	ps.Programmed = e.comp != nil && e.cErr == nil && e.writeErr == nil && ps.NotEnforced == 0
+	if e.comp != nil {
+		ps.Rules = len(e.comp.Rules)
+	}
+	return ps
+}
+
+func sortSources(s []PolicySource) {
+	sort.Slice(s, func(i, j int) bool {
+		a, b := s[i], s[j]
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Name < b.Name
+	})
 }
 
 // endpointPolicy says whether the local endpoint key is enforced, and if not why.

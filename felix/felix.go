@@ -75,6 +75,36 @@ type Status struct {
 	LastError string           `json:"lastError"`
 	Endpoints []EndpointStatus `json:"endpoints"`
 	Routes    RouteCounts      `json:"routes"`
+	// Policy is nil unless Config.Policy.
+	Policy *PolicyStatus `json:"policy,omitempty"`
+}
+
+// PolicyStatus is what the policy enforcement holds (Config.Policy).
+type PolicyStatus struct {
+	Enabled bool `json:"enabled"`
+	// Programmed: the maps hold the policy compiled from the datastore's current
+	// objects and every local endpoint's programs are attached.
+	Programmed bool `json:"programmed"`
+	// Error says what is wrong when Programmed is false (compile error, map write,
+	// endpoints not enforced).
+	Error string `json:"error,omitempty"`
+	// Sources are the policy and network set objects, at the resource versions the
+	// maps were written from: a client that wrote an object waits for its version here.
+	Sources []PolicySource `json:"sources"`
+	// Enforced and NotEnforced count local endpoints; Rules counts compiled rules.
+	Enforced    int `json:"enforced"`
+	NotEnforced int `json:"notEnforced"`
+	Rules       int `json:"rules"`
+}
+
+// PolicySource is one policy or network set object the policy maps were written from.
+type PolicySource struct {
+	// Kind is K8sNetworkPolicy, NetworkPolicy, GlobalNetworkPolicy, NetworkSet or
+	// GlobalNetworkSet.
+	Kind            string `json:"kind"`
+	Namespace       string `json:"namespace,omitempty"`
+	Name            string `json:"name"`
+	ResourceVersion string `json:"resourceVersion"`
 }
 
 // EndpointStatus is one local workload endpoint's state.

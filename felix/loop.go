@@ -197,7 +197,12 @@ func (l *loop) apply(full bool) {
 			zap.Int("localRoutes", counts[dataplane.KindLocal]), zap.Int("blackholes", counts[dataplane.KindBlackhole]),
 			zap.Int("learnedRoutes", counts[dataplane.KindLearned]))
 	}
+	var ps *PolicyStatus
+	if l.enf != nil {
+		ps = l.enf.report()
+	}
 	f.publish(Status{
+		Policy:    ps,
 		InSync:    l.syncedOnce && len(errs) == 0,
 		LastApply: time.Now(),
 		LastError: strings.Join(errs, "; "),

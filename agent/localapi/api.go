@@ -18,6 +18,7 @@ const (
 	PathEndpoints = "/endpoints"
 	PathRoutes    = "/routes"
 	PathBGPPeers  = "/bgp/peers"
+	PathPolicy    = "/policy"
 )
 
 // Status is the answer of GET /status: who the agent is, whether it is ready, and what
@@ -48,6 +49,8 @@ type Status struct {
 	Felix       FelixStatus `json:"felix"`
 	// BGP is what GET /bgp/peers answers (absent from agents older than BGP).
 	BGP *BGPStatus `json:"bgp,omitempty"`
+	// Policy is what GET /policy answers (absent from agents older than policy).
+	Policy *PolicyStatus `json:"policy,omitempty"`
 }
 
 // DatastoreStatus is the result of the agent's last datastore check.
@@ -77,6 +80,10 @@ type Endpoint struct {
 	IPs        []string `json:"ips"`
 	Programmed bool     `json:"programmed"`
 	Message    string   `json:"message,omitempty"`
+	// PolicyEnforced: the endpoint's policy is in the maps and Tabby's programs are on
+	// its interface (only when policy is enabled); PolicyMessage says why not.
+	PolicyEnforced bool   `json:"policyEnforced,omitempty"`
+	PolicyMessage  string `json:"policyMessage,omitempty"`
 }
 
 // RouteCounts counts the routes the dataplane owns in the kernel.
@@ -130,6 +137,44 @@ type BGPPeer struct {
 	// LastError is why the session last went down.
 	LastError string `json:"lastError,omitempty"`
 	AdminDown bool   `json:"adminDown,omitempty"`
+}
+
+// PolicyStatus is the answer of GET /policy: what the node's policy maps hold.
+type PolicyStatus struct {
+	// Enabled is false when tabby-node runs with --policy=false (then nothing else is set).
+	Enabled bool `json:"enabled"`
+	// Programmed: the maps hold the policy compiled from the objects in Sources and
+	// every local endpoint's programs are attached; Error says why not.
+	Programmed bool   `json:"programmed"`
+	Error      string `json:"error,omitempty"`
+	// Sources are the policy and network set objects the maps were written from, at
+	// their resource versions: after writing an object, wait for its version here.
+	Sources []PolicySource `json:"sources"`
+	// Enforced and NotEnforced count local endpoints; Rules counts compiled rules.
+	Enforced    int `json:"enforced"`
+	NotEnforced int `json:"notEnforced"`
+	Rules       int `json:"rules"`
+}
+
+// PolicySource is one object the policy maps were written from.
+type PolicySource struct {
+	// Kind is K8sNetworkPolicy, NetworkPolicy, GlobalNetworkPolicy, NetworkSet or
+	// GlobalNetworkSet.
+	Kind            string `json:"kind"`
+	Namespace       string `json:"namespace,omitempty"`
+	Name            string `json:"name"`
+	ResourceVersion string `json:"resourceVersion"`
+}
+
+// Programs reports whether the maps were written from the object kind
+// namespace/name at resourceVersion rv; rv "" asks whether the object is absent.
+func (p *PolicyStatus) Programs(kind, namespace, name, rv string) bool {
+	for _, s := range p.Sources {
+		if s.Kind == kind && s.Namespace == namespace && s.Name == name {
+			return rv != "" && s.ResourceVersion == rv
+		}
+	}
+	return rv == ""
 }
 
 // Error is the body of every answer with a status code other than 200.

@@ -79,6 +79,15 @@ func (c *Client) BGPPeers(ctx context.Context) (*BGPStatus, error) {
 	return &s, nil
 }
 
+// Policy calls GET /policy.
+func (c *Client) Policy(ctx context.Context) (*PolicyStatus, error) {
+	var s PolicyStatus
+	if err := c.get(ctx, PathPolicy, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
 func (c *Client) get(ctx context.Context, path string, into any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tabby-node"+path, nil)
 	if err != nil {
