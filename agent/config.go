@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/tabbynet/tabby/agent/localapi"
 	"github.com/tabbynet/tabby/bgp/controller"
 	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/felix"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -45,7 +47,9 @@ type Config struct {
 	// BGPSecretNamespace holds the Secrets that BGP passwords name.
 	BGPSecretNamespace string
 	// Policy enforces network policy with the eBPF datapath (felix.Config.Policy).
-	Policy      bool
+	Policy bool
+	// BPFPinDir is where the policy datapath pins its maps, programs and links.
+	BPFPinDir   string
 	ShowVersion bool
 }
 
@@ -70,6 +74,7 @@ var settings = []setting{
 	{"bgp", []string{"TABBY_BGP"}},
 	{"bgp-secret-namespace", []string{"TABBY_BGP_SECRET_NAMESPACE"}},
 	{"policy", []string{"TABBY_POLICY"}},
+	{"bpf-pin-dir", []string{"TABBY_BPF_PIN_DIR"}},
 }
 
 // FlagSet returns the agent's flags bound to c, with their defaults.
@@ -90,7 +95,8 @@ func (c *Config) FlagSet(out io.Writer) *pflag.FlagSet {
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", DefaultResyncInterval, "full resync period of the dataplane (env TABBY_RESYNC_INTERVAL)")
 	fs.BoolVar(&c.BGP, "bgp", true, "run the BGP speaker: node-to-node mesh, BGPPeers, learned routes (env TABBY_BGP)")
 	fs.StringVar(&c.BGPSecretNamespace, "bgp-secret-namespace", DefaultBGPSecretNamespace, "namespace of the Secrets BGP passwords name (env TABBY_BGP_SECRET_NAMESPACE)")
-	fs.BoolVar(&c.Policy, "policy", false, "enforce network policy with the eBPF datapath (env TABBY_POLICY)")
+	fs.BoolVar(&c.Policy, "policy", true, "enforce network policy with the eBPF datapath; false removes Tabby's programs and pins (env TABBY_POLICY)")
+	fs.StringVar(&c.BPFPinDir, "bpf-pin-dir", felix.DefaultBPFPinDir, "directory on a bpffs for the policy datapath's pins; one per agent (env TABBY_BPF_PIN_DIR)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	return fs
 }
@@ -172,6 +178,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := ParseMethod(c.IPAutodetect); err != nil {
 		errs = append(errs, fmt.Errorf("--ip-autodetect: %w", err))
+	}
+	if c.Policy && !filepath.IsAbs(c.BPFPinDir) || c.Policy && filepath.Clean(c.BPFPinDir) == "/" {
+		errs = append(errs, fmt.Errorf("--bpf-pin-dir: %q is not an absolute directory below /, e.g. %s", c.BPFPinDir, felix.DefaultBPFPinDir))
 	}
 	if c.ResyncInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--resync-interval: %v is not positive", c.ResyncInterval))

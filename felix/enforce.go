@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -369,4 +370,25 @@ func (e *enforcer) endpointPolicy(key string) (bool, string) {
 		return false, "policy not programmed yet"
 	}
 	return msg == "", msg
+}
+
+// workloadPrefixes start the names of the interfaces Tabby's programs go on.
+var workloadPrefixes = []string{"cali", "tap"}
+
+// removeDatapath runs when policy is off but a pin directory was named: an earlier
+// run's programs would go on enforcing a policy nobody maintains, so they come off
+// and the pins go. Failures are logged; the next start tries again.
+func (f *Felix) removeDatapath(nst *dataplane.NSThread) {
+	if _, err := os.Stat(f.cfg.BPFPinDir); errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var n int
+	var err error
+	nst.Do(func() { n, err = ebpf.Remove(f.cfg.BPFPinDir, workloadPrefixes) })
+	if err != nil {
+		f.log.Warn("policy is off: could not remove every earlier policy program and pin", zap.Error(err))
+		return
+	}
+	f.log.Info("policy is off: removed the policy programs of an earlier run", zap.Int("interfaces", n),
+		zap.String("pinDir", f.cfg.BPFPinDir))
 }

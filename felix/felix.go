@@ -268,6 +268,8 @@ func (f *Felix) Run(ctx context.Context) error {
 	if f.pol != nil {
 		l.enf = newEnforcer(f, nst)
 		defer l.enf.close()
+	} else if f.cfg.BPFPinDir != "" {
+		f.removeDatapath(nst)
 	}
 	// NetNSPath is the handle's namespace (see Config), so the batcher writes there too.
 	if b, err := dataplane.NewBatcher(f.cfg.NetNSPath); err != nil {

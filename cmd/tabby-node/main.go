@@ -82,7 +82,7 @@ func runAgent(cfg agent.Config, log *zap.Logger) error {
 	}
 	defer nl.Close()
 	fx, err := felix.New(felix.Config{NodeName: cfg.NodeName, Store: store, Logger: log.Named("felix"),
-		Registry: reg, ResyncInterval: cfg.ResyncInterval, NetlinkHandle: nl, Policy: cfg.Policy})
+		Registry: reg, ResyncInterval: cfg.ResyncInterval, NetlinkHandle: nl, Policy: cfg.Policy, BPFPinDir: cfg.BPFPinDir})
 	if err != nil {
 		return fmt.Errorf("felix: %w", err)
 	}

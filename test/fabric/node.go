@@ -17,6 +17,9 @@ import (
 	"github.com/tabbynet/tabby/test/netnode"
 )
 
+// PinRoot holds the nodes' BPF pin directories, each named after its node.
+const PinRoot = "/sys/fs/bpf/tabby-fabric"
+
 // stopTimeout is how long a tabby-node gets to exit after SIGTERM.
 const stopTimeout = 20 * time.Second
 
@@ -32,6 +35,9 @@ type Node struct {
 	Dir        string // socket, nodename file, logs, conflists
 	Socket     string // tabby-node's local API socket
 	Log        string // tabby-node's log (appended across restarts)
+	// PinDir is the node's own BPF pin directory (agents sharing a kernel must not
+	// share one); removed with the cluster.
+	PinDir string
 
 	mu   sync.Mutex
 	proc *exec.Cmd
@@ -89,6 +95,12 @@ func (c *Cluster) AddNode(ctx context.Context, i int) (*Node, error) {
 	c.cl.Add("remove cnitool's results of "+tn.Network, func() error { return netnode.RemoveCNIResults(tn.Network) })
 	tn.Socket = filepath.Join(tn.Dir, "run", "tabby-node.sock")
 	tn.Log = filepath.Join(tn.Dir, "tabby-node.log")
+	tn.PinDir = filepath.Join(PinRoot, tn.Name)
+	c.cl.Add("remove the BPF pins of "+tn.Name, func() error {
+		err := os.RemoveAll(tn.PinDir)
+		_ = os.Remove(PinRoot) // fails while another cluster's node has pins: fine
+		return err
+	})
 	c.cl.Add("stop tabby-node on "+tn.Name, func() error { return tn.Stop() })
 	return tn, nil
 }
@@ -113,7 +125,7 @@ func (n *Node) Start(args ...string) error {
 	argv := append([]string{"--node-name", n.Name, "--kubeconfig", n.Kubeconfig, "--socket", n.Socket,
 		"--ip", fmt.Sprintf("%s/%d", n.IP, n.C.Opts.Subnet.Bits()), "--health-addr", "127.0.0.1:19099",
 		"--metrics-addr", "127.0.0.1:19091", "--nodename-file", filepath.Join(n.Dir, "nodename"),
-		"--log-level", "debug", "--resync-interval", "5s"}, n.C.Opts.NodeArgs...)
+		"--log-level", "debug", "--resync-interval", "5s", "--bpf-pin-dir", n.PinDir}, n.C.Opts.NodeArgs...)
 	argv = append(argv, args...)
 	cmd := n.Net.Command(context.Background(), filepath.Join(n.C.Opts.BinDir, "tabby-node"), argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
