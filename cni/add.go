@@ -104,6 +104,9 @@ func (p *Plugin) add(c *call) (err error) {
 		return err
 	}
 	undo.push("delete WorkloadEndpoint "+wep.Namespace+"/"+wep.Name, func() error { return c.deleteWEP(wep.Namespace, wep.Name, "") })
+	if err := c.waitPolicy(wep.Namespace, wep.Name, hostName, ip); err != nil {
+		return err
+	}
 
 	res, err := resultAs(buildResult(attachment{HostIfName: hostName, HostMAC: hostLink.Attrs().HardwareAddr.String(),
 		IfName: c.args.IfName, MAC: mac, Netns: c.args.Netns, IP: ip}), c.conf.CNIVersion)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/tabbynet/tabby/agent/localapi"
 )
 
 // Names the plugin answers to in a net config.
@@ -22,6 +23,8 @@ const (
 	DefaultMTU              = 1500
 	DefaultLogLevel         = "warn"
 	DefaultDatastoreTimeout = 10 * time.Second
+	// DefaultPolicySetupTimeout is policy_setup_timeout's default.
+	DefaultPolicySetupTimeout = 10 * time.Second
 	// DefaultNodenameFile is where tabby-node writes the node's name.
 	DefaultNodenameFile = "/var/lib/tabby/nodename"
 	// EnvNodename overrides the node name when the net config has none.
@@ -46,6 +49,14 @@ type NetConf struct {
 	LogFile string `json:"log_file,omitempty"`
 	// DatastoreTimeout bounds each datastore call: a Go duration ("10s") or seconds.
 	DatastoreTimeout Duration `json:"datastore_timeout,omitempty"`
+	// AgentSocket is tabby-node's local API socket (default
+	// /var/run/tabby/tabby-node.sock): ADD asks it whether the pod's policy is enforced.
+	AgentSocket string `json:"agent_socket,omitempty"`
+	// PolicySetupTimeout is how long ADD waits for tabby-node to report the pod's
+	// policy enforced before it fails (and undoes everything): a duration or seconds,
+	// default 10s; 0 does not wait. Nothing is waited for when tabby-node runs with
+	// policy off.
+	PolicySetupTimeout *Duration `json:"policy_setup_timeout,omitempty"`
 	// IPAM is accepted for compatibility; Tabby IPAM is built in (type tabby-ipam).
 	IPAM struct {
 		Type string `json:"type,omitempty"`
@@ -100,6 +111,12 @@ func ParseConfig(stdin []byte) (*NetConf, error) {
 	if conf.DatastoreTimeout.Duration == 0 {
 		conf.DatastoreTimeout.Duration = DefaultDatastoreTimeout
 	}
+	if conf.AgentSocket == "" {
+		conf.AgentSocket = localapi.DefaultSocket
+	}
+	if conf.PolicySetupTimeout == nil {
+		conf.PolicySetupTimeout = &Duration{DefaultPolicySetupTimeout}
+	}
 	if err := conf.validate(); err != nil {
 		return nil, newErr(CodeInvalidConfig, "invalid network config", err)
 	}
@@ -125,6 +142,9 @@ func (c *NetConf) validate() error {
 	}
 	if c.DatastoreTimeout.Duration < 0 {
 		errs = append(errs, fmt.Errorf("datastore_timeout: %v is negative", c.DatastoreTimeout.Duration))
+	}
+	if c.PolicySetupTimeout != nil && c.PolicySetupTimeout.Duration < 0 {
+		errs = append(errs, fmt.Errorf("policy_setup_timeout: %v is negative", c.PolicySetupTimeout.Duration))
 	}
 	return errors.Join(errs...)
 }

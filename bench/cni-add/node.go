@@ -35,6 +35,8 @@ func writeConflist(dir, network, nodeName, kubeconfig, logFile string) error {
 	return netnode.WriteConflist(dir, network, cniVersion, map[string]any{
 		"type": tabbycni.PluginType, "kubeconfig": kubeconfig, "nodename": nodeName, "mtu": 1500,
 		"log_file": logFile, "ipam": map[string]any{"type": tabbycni.IPAMType},
+		// The benchmark measures the plugin alone: no tabby-node runs to report policy.
+		"policy_setup_timeout": 0,
 	})
 }
 

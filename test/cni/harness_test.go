@@ -91,6 +91,8 @@ func (h *harness) pluginConf(kubeconfig string) map[string]any {
 		"type": "tabby-cni", "kubeconfig": kubeconfig, "nodename": h.node, "mtu": 1500,
 		"log_level": "debug", "log_file": filepath.Join(h.confDir, "cni.log"), "datastore_timeout": "5s",
 		"ipam": map[string]any{"type": "tabby-ipam"},
+		// No tabby-node runs in these tests: nothing would report the policy enforced.
+		"policy_setup_timeout": 0,
 	}
 }
 

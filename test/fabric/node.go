@@ -88,7 +88,7 @@ func (c *Cluster) AddNode(ctx context.Context, i int) (*Node, error) {
 	if err := netnode.WriteConflist(confDir, tn.Network, "1.1.0", map[string]any{
 		"type": "tabby-cni", "kubeconfig": tn.Kubeconfig, "nodename": tn.Name, "mtu": 1500,
 		"log_level": "debug", "log_file": filepath.Join(tn.Dir, "cni.log"), "datastore_timeout": "10s",
-		"ipam": map[string]any{"type": "tabby-ipam"},
+		"ipam": map[string]any{"type": "tabby-ipam"}, "agent_socket": filepath.Join(tn.Dir, "run", "tabby-node.sock"),
 	}); err != nil {
 		return fail(err)
 	}

@@ -35,13 +35,16 @@ type agentProc struct {
 
 // agentFiles are the agent's socket, node-name file and log, kept across restarts.
 type agentFiles struct {
-	dir, socket, nodename, log string
+	dir, socket, nodename, log, pinDir string
 }
 
 func newAgentFiles(t *testing.T) agentFiles {
 	dir := t.TempDir()
+	// The agent's own BPF pin directory: the default is the host agent's.
+	pins := filepath.Join("/sys/fs/bpf", "tabbyn-"+filepath.Base(filepath.Dir(dir)))
+	t.Cleanup(func() { _ = os.RemoveAll(pins) })
 	return agentFiles{dir: dir, socket: filepath.Join(dir, "run", "tabby-node.sock"),
-		nodename: filepath.Join(dir, "nodename"), log: filepath.Join(dir, "tabby-node.log")}
+		nodename: filepath.Join(dir, "nodename"), log: filepath.Join(dir, "tabby-node.log"), pinDir: pins}
 }
 
 // startAgent starts tabby-node with `ip netns exec` (which execs it: the process is the
@@ -57,7 +60,7 @@ func (h *harness) startAgent(t *testing.T, f agentFiles) *agentProc {
 	cmd := h.n.Command(context.Background(), filepath.Join(h.binDir, "tabby-node"),
 		"--node-name", h.node, "--kubeconfig", h.kubeconfig, "--socket", f.socket,
 		"--health-addr", healthAddr, "--metrics-addr", metricsAddr, "--nodename-file", f.nodename,
-		"--log-level", "debug", "--resync-interval", "3s")
+		"--log-level", "debug", "--resync-interval", "3s", "--bpf-pin-dir", f.pinDir)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -73,12 +73,12 @@ func newHarness(t *testing.T, env *k8senv.Env) *harness {
 }
 
 // network writes a conflist for cnitool and returns the network's name.
-func (h *harness) network(t *testing.T) string {
+func (h *harness) network(t *testing.T, agentSocket string) string {
 	name := "tabbyn-" + h.id
 	conf := map[string]any{
 		"type": "tabby-cni", "kubeconfig": h.kubeconfig, "nodename": h.node, "mtu": 1500,
 		"log_level": "debug", "log_file": filepath.Join(h.confDir, "cni.log"), "datastore_timeout": "10s",
-		"ipam": map[string]any{"type": "tabby-ipam"},
+		"ipam": map[string]any{"type": "tabby-ipam"}, "agent_socket": agentSocket,
 	}
 	h.cnitool.Network(t, name, "1.1.0", conf)
 	return name

@@ -53,8 +53,8 @@ func TestNodeAgent(t *testing.T) {
 	ns := "tabbyn-" + h.id
 	h.createNamespace(t, ns)
 	h.createPool(t, "tabbyn-"+h.id+"-pool", poolCIDR)
-	network := h.network(t)
 	files := newAgentFiles(t)
+	network := h.network(t, files.socket)
 	dumpLogOnFailure(t, files)
 
 	agent := h.startAgent(t, files)
