@@ -403,14 +403,17 @@ func newBatcher(t *testing.T, n *nettest.Node) *dataplane.Batcher {
 }
 
 // TestBatchedAdds: 600 new routes go in batches (several sendmsgs), each with its own
-// result: one whose prefix another daemon's route holds is refused and named, one out
-// of a missing interface waits, the rest are in the kernel.
+// result: two whose prefixes another daemon's routes hold are refused and named (one
+// in the middle of a batch: only a batch's last message asks for an ack, so its
+// failure must still be told apart), one out of a missing interface waits, the rest
+// are in the kernel.
 func TestBatchedAdds(t *testing.T) {
 	nettest.Require(t)
 	n := nettest.NewNode(t)
 	n.AddVeth("cali1", "cali1p", "")
 	n.AddVeth("uplink0", "uplink1", "192.168.77.1/24")
 	n.IP("route", "add", "10.97.1.5/32", "dev", "cali1", "proto", "static") // someone else's
+	n.IP("route", "add", "10.96.1.44/32", "dev", "cali1", "proto", "static") // in the 2nd batch
 
 	rt := dataplane.NewRouteTable(n.H, zaptest.NewLogger(t))
 	rt.SetBatcher(newBatcher(t, n))
@@ -422,14 +425,15 @@ func TestBatchedAdds(t *testing.T) {
 	rt.Set(pfx("10.97.1.5/32"), dataplane.Target{Kind: dataplane.KindLocal, Interface: "cali1"})
 	rt.Set(pfx("10.97.1.6/32"), dataplane.Target{Kind: dataplane.KindLocal, Interface: "cali9"})
 	res := rt.Apply()
-	if res.Written != 600 || res.Failed != 1 || res.Pending != 1 || res.Err == nil || !strings.Contains(res.Err.Error(), "in the way") {
+	if res.Written != 599 || res.Failed != 2 || res.Pending != 1 || res.Err == nil ||
+		!strings.Contains(res.Err.Error(), "in the way") || !strings.Contains(res.Err.Error(), "10.96.1.44/32") {
 		t.Fatalf("apply = %+v", res)
 	}
-	if got := len(n.Routes(int(routes.ProtocolLearned))); got != 600 {
-		t.Fatalf("%d learned routes in the kernel, want 600", got)
+	if got := len(n.Routes(int(routes.ProtocolLearned))); got != 599 {
+		t.Fatalf("%d learned routes in the kernel, want 599", got)
 	}
-	// A second Apply finds nothing to write but the refused route.
-	if res := rt.Apply(); res.Written != 0 || res.Failed != 1 {
+	// A second Apply finds nothing to write but the refused routes.
+	if res := rt.Apply(); res.Written != 0 || res.Failed != 2 {
 		t.Fatalf("second apply = %+v", res)
 	}
 }
