@@ -412,7 +412,7 @@ func TestBatchedAdds(t *testing.T) {
 	n := nettest.NewNode(t)
 	n.AddVeth("cali1", "cali1p", "")
 	n.AddVeth("uplink0", "uplink1", "192.168.77.1/24")
-	n.IP("route", "add", "10.97.1.5/32", "dev", "cali1", "proto", "static") // someone else's
+	n.IP("route", "add", "10.97.1.5/32", "dev", "cali1", "proto", "static")  // someone else's
 	n.IP("route", "add", "10.96.1.44/32", "dev", "cali1", "proto", "static") // in the 2nd batch
 
 	rt := dataplane.NewRouteTable(n.H, zaptest.NewLogger(t))
