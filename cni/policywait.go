@@ -31,13 +31,12 @@ func (c *call) waitPolicy(namespace, name, iface string, ip netip.Addr) error {
 	defer cancel()
 	cl := localapi.NewClient(c.conf.AgentSocket, timeout)
 	start := time.Now()
-	want := netip.PrefixFrom(ip, ip.BitLen()).String()
 	last := "tabby-node has not answered"
 	notRunning := false
 	tick := time.NewTicker(policyPoll)
 	defer tick.Stop()
 	for {
-		done, why, err := policyState(ctx, cl, namespace, name, iface, want)
+		done, why, err := policyState(ctx, cl, namespace, name, iface, ip)
 		switch {
 		case err != nil && ctx.Err() == nil: // (a call cut by the deadline says nothing new)
 			last, notRunning = err.Error(), errors.Is(err, localapi.ErrNotRunning)
@@ -62,7 +61,7 @@ func (c *call) waitPolicy(namespace, name, iface string, ip netip.Addr) error {
 
 // policyState asks tabby-node once: done when policy is off or the endpoint is
 // enforced; otherwise why not.
-func policyState(ctx context.Context, cl *localapi.Client, namespace, name, iface, ip string) (bool, string, error) {
+func policyState(ctx context.Context, cl *localapi.Client, namespace, name, iface string, ip netip.Addr) (bool, string, error) {
 	st, err := cl.Status(ctx)
 	if err != nil {
 		return false, "", err
@@ -74,7 +73,7 @@ func policyState(ctx context.Context, cl *localapi.Client, namespace, name, ifac
 		if e.Namespace != namespace || e.Name != name {
 			continue
 		}
-		if e.Interface != iface || !slices.Contains(e.IPs, ip) {
+		if e.Interface != iface || !slices.ContainsFunc(e.IPs, func(s string) bool { return sameAddr(s, ip) }) {
 			return false, "tabby-node still reports an earlier endpoint of this name", nil
 		}
 		if e.PolicyEnforced {
@@ -86,4 +85,14 @@ func policyState(ctx context.Context, cl *localapi.Client, namespace, name, ifac
 		return false, "tabby-node has not enforced its policy yet", nil
 	}
 	return false, "tabby-node does not know the endpoint yet", nil
+}
+
+// sameAddr reports whether s, an address ("10.65.0.7") or a prefix ("10.65.0.7/32")
+// as the local API reports it, is ip.
+func sameAddr(s string, ip netip.Addr) bool {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a == ip
+	}
+	p, err := netip.ParsePrefix(s)
+	return err == nil && p.Addr() == ip && p.IsSingleIP()
 }

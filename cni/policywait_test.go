@@ -58,7 +58,7 @@ func TestWaitPolicy(t *testing.T) {
 			case n < 7:
 				return endpointStatus("calinew", "10.65.0.7/32", false, "programs not attached")
 			}
-			return endpointStatus("calinew", "10.65.0.7/32", true, "")
+			return endpointStatus("calinew", "10.65.0.7", true, "") // as felix reports it
 		})
 		c := waitCall(t, sock, 10*time.Second)
 		if err := c.waitPolicy("ns", "wep", "calinew", ip); err != nil {

@@ -41,6 +41,9 @@ func Load(opts Options) (*Datapath, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
 	}
+	if _, err := ensureBPFFS(dir); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "progs"), 0o700); err != nil {
 		return nil, fmt.Errorf("create pin dir: %w", err)
 	}

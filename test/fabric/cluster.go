@@ -12,6 +12,7 @@ import (
 
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/test/netnode"
+	"golang.org/x/sys/unix"
 )
 
 // teardownTimeout bounds each teardown command (never the caller's context, which may
@@ -47,6 +48,9 @@ type Options struct {
 type Cluster struct {
 	Opts   Options
 	Fabric string // the fabric namespace, with bridge br0
+	// PinRoot is the cluster's own bpffs (under Dir): each node pins under
+	// PinRoot/<node>.
+	PinRoot string
 
 	cl      netnode.Cleanup
 	mu      sync.Mutex
@@ -73,8 +77,23 @@ func New(ctx context.Context, opts Options) (*Cluster, error) {
 	case opts.BinDir == "" || opts.Cnitool == "" || opts.Dir == "":
 		return nil, errors.New("fabric: BinDir, Cnitool and Dir are required")
 	}
-	c := &Cluster{Opts: opts, Fabric: opts.Prefix + "-fabric"}
+	c := &Cluster{Opts: opts, Fabric: opts.Prefix + "-fabric", PinRoot: filepath.Join(opts.Dir, "bpffs")}
 	c.cl.Logf = opts.Logf
+	// The nodes' BPF pins go on a bpffs of the cluster's own, mounted in this mount
+	// namespace: /sys/fs/bpf may have none, and `ip netns exec` (how tabby-node starts)
+	// remounts /sys privately, so pins there would die with the process.
+	if err := os.MkdirAll(c.PinRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("fabric: %w", err)
+	}
+	if err := unix.Mount("bpf", c.PinRoot, "bpf", 0, "mode=0700"); err != nil {
+		return nil, fmt.Errorf("fabric: mount a bpffs on %s: %w", c.PinRoot, err)
+	}
+	c.cl.Add("unmount the bpffs "+c.PinRoot, func() error {
+		if err := unix.Unmount(c.PinRoot, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("unmount %s: %w", c.PinRoot, err)
+		}
+		return os.Remove(c.PinRoot)
+	})
 	if _, err := netnode.Run(ctx, "ip", "netns", "add", c.Fabric); err != nil {
 		return nil, fmt.Errorf("fabric: %w", err)
 	}

@@ -17,9 +17,6 @@ import (
 	"github.com/tabbynet/tabby/test/netnode"
 )
 
-// PinRoot holds the nodes' BPF pin directories, each named after its node.
-const PinRoot = "/sys/fs/bpf/tabby-fabric"
-
 // stopTimeout is how long a tabby-node gets to exit after SIGTERM.
 const stopTimeout = 20 * time.Second
 
@@ -95,12 +92,8 @@ func (c *Cluster) AddNode(ctx context.Context, i int) (*Node, error) {
 	c.cl.Add("remove cnitool's results of "+tn.Network, func() error { return netnode.RemoveCNIResults(tn.Network) })
 	tn.Socket = filepath.Join(tn.Dir, "run", "tabby-node.sock")
 	tn.Log = filepath.Join(tn.Dir, "tabby-node.log")
-	tn.PinDir = filepath.Join(PinRoot, tn.Name)
-	c.cl.Add("remove the BPF pins of "+tn.Name, func() error {
-		err := os.RemoveAll(tn.PinDir)
-		_ = os.Remove(PinRoot) // fails while another cluster's node has pins: fine
-		return err
-	})
+	tn.PinDir = filepath.Join(c.PinRoot, tn.Name)
+	c.cl.Add("remove the BPF pins of "+tn.Name, func() error { return os.RemoveAll(tn.PinDir) })
 	c.cl.Add("stop tabby-node on "+tn.Name, func() error { return tn.Stop() })
 	return tn, nil
 }

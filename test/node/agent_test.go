@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 )
 
 // Where the agent listens inside the node namespace (a fresh namespace: nothing else
@@ -40,9 +42,9 @@ type agentFiles struct {
 
 func newAgentFiles(t *testing.T) agentFiles {
 	dir := t.TempDir()
-	// The agent's own BPF pin directory: the default is the host agent's.
-	pins := filepath.Join("/sys/fs/bpf", "tabbyn-"+filepath.Base(filepath.Dir(dir)))
-	t.Cleanup(func() { _ = os.RemoveAll(pins) })
+	// The agent's own BPF pins, on a private bpffs: the default is the host agent's,
+	// and `ip netns exec` remounts /sys.
+	pins := ebpftest.PinDir(t)
 	return agentFiles{dir: dir, socket: filepath.Join(dir, "run", "tabby-node.sock"),
 		nodename: filepath.Join(dir, "nodename"), log: filepath.Join(dir, "tabby-node.log"), pinDir: pins}
 }
