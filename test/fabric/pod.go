@@ -26,20 +26,43 @@ type Pod struct {
 	err  error
 }
 
+// PodSpec is what AddPodSpec makes a pod from.
+type PodSpec struct {
+	Namespace, Name string
+	// Labels and Annotations go on the Pod object (e.g. cni.AnnotationIPAddrs for a
+	// static address).
+	Labels, Annotations map[string]string
+	// Ports are the container's ports (named ports for policies).
+	Ports []corev1.ContainerPort
+	// NetnsTag names the network namespace <node prefix>-<NetnsTag>; empty means Name
+	// (set it when pods of several namespaces share a name).
+	NetnsTag string
+}
+
 // AddPod does what a kubelet does for a pod on the node: creates the Pod object, a
 // network namespace, and runs `cnitool add` inside the node namespace. What it made is
 // undone by Delete, or by the cluster's Close.
 func (n *Node) AddPod(ctx context.Context, namespace, name string) (*Pod, error) {
+	return n.AddPodSpec(ctx, PodSpec{Namespace: namespace, Name: name})
+}
+
+// AddPodSpec is AddPod for a pod with labels, annotations and container ports.
+func (n *Node) AddPodSpec(ctx context.Context, spec PodSpec) (*Pod, error) {
 	c := n.C
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
-		Spec: corev1.PodSpec{NodeName: n.Name, Containers: []corev1.Container{{Name: "app", Image: "registry.invalid/app:1"}}}}
+	namespace, name := spec.Namespace, spec.Name
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: spec.Labels, Annotations: spec.Annotations},
+		Spec: corev1.PodSpec{NodeName: n.Name, Containers: []corev1.Container{{Name: "app", Image: "registry.invalid/app:1", Ports: spec.Ports}}}}
 	if _, err := datastore.Create(ctx, c.Opts.Store, pod); err != nil {
 		return nil, fmt.Errorf("fabric: pod %s/%s: %w", namespace, name, err)
 	}
 	p := &Pod{Node: n, Namespace: namespace, Name: name}
 	c.cl.Add("delete pod "+namespace+"/"+name, p.Delete)
 	var err error
-	if p.Netns, err = n.Net.NewPodNS(ctx, name); err != nil {
+	tag := spec.NetnsTag
+	if tag == "" {
+		tag = name
+	}
+	if p.Netns, err = n.Net.NewPodNS(ctx, tag); err != nil {
 		return nil, fmt.Errorf("fabric: pod %s/%s: %w", namespace, name, err)
 	}
 	out, stderr, err := n.Runtime.Run(ctx, "add", n.Network, p.Netns, netnode.K8sArgs(namespace, name))
