@@ -17,7 +17,7 @@ func newLabCmd(g *globals) *cobra.Command {
 	var stateDir string
 	cmd := &cobra.Command{
 		Use:   "lab",
-		Short: "Run a whole Tabby cluster on this machine: up, status, exec, down",
+		Short: "Run a whole Tabby cluster on this machine: up, status, exec, policy, down",
 		Long: `The lab is a whole Tabby cluster on one Linux machine, for real: etcd and kube-apiserver
 on 127.0.0.1, nodes in network namespaces on a shared fabric, a tabby-node in each,
 a top-of-rack router (FRR, BIRD or gobgpd) peering eBGP with every node, and pods wired
@@ -25,13 +25,16 @@ by tabby-cni as a kubelet would. It needs root. Everything it makes lives in its
 network namespaces and its state directory; the host's routes are never touched.
 
 lab up starts a supervisor process that builds the lab and holds it, follows its
-progress, then prints the nodes, the BGP sessions from both ends, the pods and a
-connectivity matrix (every pod pings every other). lab down removes all of it.`,
+progress, then prints the nodes, the BGP sessions from both ends, the pods, the
+policies in force and a connectivity matrix (every pod connects to every other's TCP
+port 8080). lab policy deny|allow is the policy demo. lab down removes all of it.`,
 		Example: `  tabbyctl lab up
   tabbyctl lab up --nodes 2 --pods-per-node 1 --tor bird
   tabbyctl lab status
   tabbyctl lab exec pod-a1 -- ping -c 3 10.91.0.65
   tabbyctl lab exec a -- ip route
+  tabbyctl lab policy deny
+  tabbyctl lab policy allow
   tabbyctl lab down`,
 	}
 	cmd.PersistentFlags().StringVar(&stateDir, "state-dir", lab.StateDirFromEnv(), "the lab's state directory (env "+lab.StateDirEnv+")")
@@ -42,7 +45,7 @@ connectivity matrix (every pod pings every other). lab down removes all of it.`,
 		return cmd.Help()
 	})
 	cmd.AddCommand(newLabUpCmd(g, &stateDir, false), newLabUpCmd(g, &stateDir, true), newLabStatusCmd(g, &stateDir),
-		newLabExecCmd(g, &stateDir), newLabDownCmd(g, &stateDir))
+		newLabExecCmd(g, &stateDir), newLabPolicyCmd(g, &stateDir), newLabDownCmd(g, &stateDir))
 	return cmd
 }
 
@@ -170,6 +173,59 @@ runs).`,
 			return err
 		}
 		return printLabReport(g, r, output)
+	})
+	return cmd
+}
+
+func newLabPolicyCmd(g *globals, stateDir *string) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "policy deny|allow",
+		Short: "The policy demo: deny every connection to pod-a1, or allow it again, and print the matrix",
+		Long: `The policy demo. "deny" applies a Kubernetes NetworkPolicy to the lab's kube-apiserver
+that isolates pod-a1 for ingress with no rule (demo/deny-ingress-pod-a1; the YAML is
+printed by "lab policy show" and can be applied by hand with kubectl), waits until
+every node's tabby-node reports its policy maps written from that version of it, and
+prints the connectivity matrix: the column of pod-a1 shows DENY. "allow" deletes the
+policy, waits until every agent dropped it, and prints the matrix restored. "show"
+prints the policy's YAML. Exit code 1 when the matrix has a cell that fails and no
+policy explains.`,
+		Example: `  tabbyctl lab policy deny
+  tabbyctl lab policy allow
+  tabbyctl lab policy show | kubectl --kubeconfig /run/tabby-lab/kubeconfig apply -f -`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 || (args[0] != lab.PolicyDeny && args[0] != lab.PolicyAllow && args[0] != "show") {
+				return usageErrorf("%s wants one of deny, allow or show", cmd.CommandPath())
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
+		if output != "table" && output != "json" {
+			return usageErrorf("unknown output format %q: use table or json", output)
+		}
+		if args[0] == "show" {
+			_, err := g.stdout.Write(lab.DenyPolicyYAML)
+			return err
+		}
+		res, err := lab.Policy(cmd.Context(), *stateDir, args[0])
+		if err != nil {
+			return err
+		}
+		if output == "json" {
+			enc := json.NewEncoder(g.stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(res); err != nil {
+				return err
+			}
+		} else if err := lab.WritePolicyResult(g.stdout, res, lab.Hints{Tabbyctl: invokedAs()}); err != nil {
+			return err
+		}
+		if res.Report != nil && !res.Report.Healthy() {
+			return fmt.Errorf("the lab has %d problems (listed above)", len(res.Report.Problems))
+		}
+		return nil
 	})
 	return cmd
 }

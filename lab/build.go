@@ -33,8 +33,12 @@ const (
 )
 
 // nodeArgs are the lab's tabby-node flags on top of test/fabric's (the last wins):
-// readable logs at info level, and a resync that does not fill the logs.
-var nodeArgs = []string{"--log-level", "info", "--log-format", "console", "--resync-interval", "30s"}
+// network policy enforced (explicitly, whatever the default), readable logs at info
+// level, and a resync that does not fill the logs. test/fabric gives each node its own
+// --bpf-pin-dir (the nodes share one kernel) on a bpffs it mounts under the lab's
+// fabric directory: a node's tabby-node runs under `ip netns exec`, which mounts a
+// fresh sysfs on /sys, so no bpffs at /sys/fs/bpf would be visible to it.
+var nodeArgs = []string{"--policy=true", "--log-level", "info", "--log-format", "console", "--resync-interval", "30s"}
 
 // built is what the bring-up made and the supervisor holds.
 type built struct {
@@ -45,6 +49,14 @@ type built struct {
 	tor   *router.Router
 	pods  []*fabric.Pod
 }
+
+// Deadline of a policy demo's wait for every node's agent to program the change.
+const policyTimeout = 30 * time.Second
+
+// PodLabel is the label every lab pod carries, with its name as the value
+// (app=pod-a1), for policies to select it by; tabby-cni copies a pod's labels to its
+// WorkloadEndpoint.
+const PodLabel = "app"
 
 // build makes the lab, step by step, registering each teardown with s.cl as it goes
 // and recording each part in state.json.
@@ -222,7 +234,7 @@ func (s *supervisor) addNode(ctx context.Context, b *built, i int) error {
 	s.addNetns(n.Net.Name, n.Net.Stub)
 	s.mu.Lock()
 	s.st.Nodes = append(s.st.Nodes, NodeState{Name: n.Name, Letter: string(rune('a' + i)), Netns: n.Net.Name,
-		Stub: n.Net.Stub, IP: n.IP.String(), Socket: n.Socket, Log: n.Log, Network: n.Network})
+		Stub: n.Net.Stub, IP: n.IP.String(), Socket: n.Socket, Log: n.Log, Network: n.Network, PinDir: n.PinDir})
 	s.mu.Unlock()
 	if err := s.save(); err != nil {
 		return err
@@ -373,7 +385,7 @@ func makeReflector(ctx context.Context, store datastore.Store, name string) erro
 }
 
 // addPods wires the pods, the nodes in parallel and each node's one after another, as
-// kubelets would.
+// kubelets would, and serves the probe port in each.
 func (s *supervisor) addPods(ctx context.Context, b *built) error {
 	if s.o.PodsPerNode == 0 {
 		return nil
@@ -386,7 +398,10 @@ func (s *supervisor) addPods(ctx context.Context, b *built) error {
 			for k := 1; k <= s.o.PodsPerNode; k++ {
 				name := fmt.Sprintf("pod-%c%d", 'a'+i, k)
 				t0 := time.Now()
-				pod, err := n.AddPod(ctx, PodNamespace, name)
+				// Labelled for policies to select it; its port named for them too.
+				pod, err := n.AddPodSpec(ctx, fabric.PodSpec{Namespace: PodNamespace, Name: name,
+					Labels: map[string]string{PodLabel: name},
+					Ports:  []corev1.ContainerPort{{Name: "http", ContainerPort: ProbePort, Protocol: corev1.ProtocolTCP}}})
 				if err != nil {
 					errs[i] = err // lab down's sweep by name finds a namespace made half-way
 					return
@@ -396,11 +411,18 @@ func (s *supervisor) addPods(ctx context.Context, b *built) error {
 					errs[i] = err
 					return
 				}
+				ps := PodState{Namespace: PodNamespace, Name: name, Node: n.Name, Netns: pod.Netns, IP: pod.IP.String()}
+				srv, err := servePod(ps)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				s.cl.Add("stop the probe server of pod "+name, srv.stop)
 				mu.Lock()
 				b.pods = append(b.pods, pod)
 				mu.Unlock()
 				s.mu.Lock()
-				s.st.Pods = append(s.st.Pods, PodState{Namespace: PodNamespace, Name: name, Node: n.Name, Netns: pod.Netns, IP: pod.IP.String()})
+				s.st.Pods = append(s.st.Pods, ps)
 				s.mu.Unlock()
 				s.p.step("pod %s/%s on %s: %s (tabby-cni ADD via cnitool in %v)", PodNamespace, name, n.Name, pod.IP,
 					time.Since(t0).Round(time.Millisecond))
@@ -435,7 +457,7 @@ func (s *supervisor) waitBGP(ctx context.Context) {
 	var last *Report
 	err := poll(ctx, bgpTimeout, func() error {
 		st := s.snapshot()
-		last = collect(ctx, &st, s.lab.tor, false)
+		last = collect(ctx, &st, s.lab.tor, s.lab.store, false)
 		if len(last.Problems) > 0 {
 			return errors.New(strings.Join(last.Problems, "; "))
 		}
@@ -459,7 +481,7 @@ func (s *supervisor) waitBGP(ctx context.Context) {
 	s.p.step("%s (%v)", msg, time.Since(t0).Round(100*time.Millisecond))
 }
 
-// waitMatrix pings every pair of pods until each answered once, re-trying only those
+// waitMatrix probes every pair of pods until each answered once, re-trying only those
 // that did not; a timeout is a warning.
 func (s *supervisor) waitMatrix(ctx context.Context) {
 	st := s.snapshot()
@@ -478,7 +500,7 @@ func (s *supervisor) waitMatrix(ctx context.Context) {
 	}
 	total := len(pending)
 	err := poll(ctx, matrixTimeout, func() error {
-		ok := pingPairs(ctx, pods, pending)
+		ok := probePairs(ctx, pods, pending)
 		var still [][2]int
 		for k, p := range pending {
 			if !ok[k] {
@@ -510,9 +532,14 @@ func permanent(err error) error { return &permanentError{err} }
 // poll calls cond every pollEvery until it returns nil, or a permanent error, or
 // timeout passes (its last error) or ctx ends.
 func poll(ctx context.Context, timeout time.Duration, cond func() error) error {
+	return pollEach(ctx, timeout, pollEvery, cond)
+}
+
+// pollEach is poll calling cond every every.
+func pollEach(ctx context.Context, timeout, every time.Duration, cond func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	tick := time.NewTicker(pollEvery)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		err := cond()

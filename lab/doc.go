@@ -7,8 +7,24 @@
 // Tabby's CRDs, an IPPool and a BGPConfiguration; a fabric namespace with a bridge and
 // N node namespaces on it (test/fabric), each running tabby-node; a top-of-rack router
 // namespace running FRR, BIRD 2 or gobgpd (test/router) with eBGP to every node, the
-// nodes in an iBGP mesh or around a route reflector; and pods: Pod objects plus network
-// namespaces wired by tabby-cni through cnitool, as a kubelet would.
+// nodes in an iBGP mesh or around a route reflector; and pods: Pod objects (labelled
+// app=<name>) plus network namespaces wired by tabby-cni through cnitool, as a kubelet
+// would. The agents enforce network policy (--policy=true), each pinning its BPF maps,
+// programs and links in a directory of its own on the bpffs test/fabric mounts under
+// the state directory (<state-dir>/fabric/bpffs/<node>).
+//
+// # The matrix and the policy demo
+//
+// The connectivity matrix is a TCP probe (probe.go): every pod serves HTTP on
+// ProbePort from a socket the supervisor made inside the pod's namespace, and a probe
+// connects from inside the source pod's namespace and wants the destination's name
+// back. A cell without an answer is denied when a Kubernetes NetworkPolicy in force
+// isolates the destination for ingress (not a problem), failed otherwise. The policy
+// demo (policy.go, tabbyctl lab policy deny|allow) applies or removes the embedded
+// NetworkPolicy policies/deny-pod-a1.yaml through the supervisor, waits until every
+// node's agent reports its maps written from that resource version (or without it)
+// on its local API, and answers a report with the matrix. Reports list the policies
+// in force with the nodes that programmed each.
 //
 // # Why a supervisor process
 //
@@ -30,8 +46,9 @@
 // waits until every node is registered and ready, every BGP session is Established
 // (from the nodes' local APIs and the router's own CLI) and every pod reaches every
 // other; then serves GET /report on <state-dir>/lab.sock (HTTP over a unix socket; the
-// report is collected live: agents, router, pings) and waits for SIGTERM, SIGINT or
-// SIGHUP, on which it tears the lab down, last made first. tabby-node is started from
+// report is collected live: agents, router, policies, probes; POST /policy/{action}
+// runs the policy demo) and waits for SIGTERM, SIGINT or SIGHUP, on which it tears the
+// lab down, last made first. tabby-node is started from
 // one OS thread locked for the supervisor's life, since Pdeathsig follows the forking
 // thread, not the process.
 //
@@ -43,9 +60,10 @@
 // or that run in one of the lab's network namespaces (found by the namespace inode),
 // the namespaces (recorded in state.json, or named <name>-*), cnitool's cached results
 // (/var/lib/cni/results/<name>-*), FRR's crash-log directories of the router's daemons
-// (/var/tmp/frr/<daemon>.<pid>, pids recorded), BPF pins named <name>* (none yet), and
-// the state directory, which is removed only when it holds nothing but what a lab
-// makes. A second Down finds nothing and does nothing. Down never touches a namespace
+// (/var/tmp/frr/<daemon>.<pid>, pids recorded), BPF pins named <name>*, and the state
+// directory, which is removed only when it holds nothing but what a lab makes, after
+// unmounting what is mounted in it (the nodes' bpffs: every pin, program and TC link of
+// the nodes goes with it). A second Down finds nothing and does nothing. Down never touches a namespace
 // of a running lab of the same name in another state directory, and lab up refuses to
 // make a second lab of a name that runs.
 //
@@ -53,7 +71,8 @@
 //
 // Every address is inside the lab's own namespaces (FabricNet, UplinksNet, PoolNet),
 // outside the ranges the test suites use (10.66-10.77); nothing is added to the host's
-// namespace but the loopback listeners of etcd and kube-apiserver. Every namespace and
+// namespace but the loopback listeners of etcd and kube-apiserver (and nothing to the
+// host's mounts but the nodes' bpffs inside the state directory). Every namespace and
 // node name starts with the lab's name (default "tabbylab"); the state directory
 // defaults to /run/tabby-lab ($TABBY_LAB_DIR). A test gives its lab a name and state
 // directory of its own.

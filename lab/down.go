@@ -39,7 +39,9 @@ var stateEntries = []string{stateFile, stateFile + ".tmp", lockFile, logFile, so
 // for the lab (their command line names the state directory, or they run in one of
 // the lab's network namespaces), the namespaces (recorded, or named <name>-*), cnitool's
 // cached results of the lab's networks, FRR's crash-log directories of the ToR's
-// daemons, BPF pins named <name>*, and the state directory. Nothing else is touched.
+// daemons, BPF pins named <name>*, and the state directory, after unmounting what is
+// mounted in it (the nodes' bpffs: their BPF maps, programs and TC links go with it).
+// Nothing else is touched.
 // With no lab there, it does nothing. Each thing it does is told to logf.
 func Down(ctx context.Context, dir, name string, logf func(format string, args ...any)) error {
 	st, err := ReadState(dir)
@@ -251,6 +253,14 @@ func removeStateDir(dir string, logf func(string, ...any)) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
+	}
+	if err != nil {
+		return err
+	}
+	// The nodes' bpffs (fabric/bpffs), when the supervisor could not unmount it.
+	mps, err := unmountUnder(dir)
+	for _, mp := range mps {
+		logf("unmounted %s (the nodes' BPF maps, programs and TC links go with it)", mp)
 	}
 	if err != nil {
 		return err

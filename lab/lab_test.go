@@ -164,6 +164,7 @@ func TestReportProblemsAndPrint(t *testing.T) {
 	r := &Report{Name: "t1", StateDir: "/run/t1", Options: st.Options, Kubeconfig: "/run/t1/kubeconfig", Pods: st.Pods, Matrix: m,
 		Nodes: []NodeReport{
 			{Name: "t1-a-node", IP: "10.90.0.1", Ready: true, Registered: true, Expected: 2,
+				Policy:   &localapi.PolicyStatus{Enabled: true, Programmed: true, Enforced: 1},
 				Sessions: []localapi.BGPPeer{{Address: "10.90.0.2", Type: "mesh", State: "Established"}, {Address: "10.90.0.254", Type: "global", State: "Active", LastError: "connection refused"}}},
 			{Name: "t1-b-node", IP: "10.90.0.2", Registered: true, NotReady: []string{"felix not ready"}, Expected: 2},
 		},
@@ -174,6 +175,7 @@ func TestReportProblemsAndPrint(t *testing.T) {
 		"node t1-a-node: BGP session with 10.90.0.254 (global) is Active: connection refused",
 		"node t1-b-node: not ready: [felix not ready]",
 		"node t1-b-node: 0 of 2 BGP sessions",
+		"node t1-b-node: network policy is not enforced (tabby-node runs without --policy)",
 		"ToR frr: sessions with 1 of 2 nodes",
 		"pod-b1 (10.91.0.65) cannot reach pod-a1 (10.91.0.1)",
 	}

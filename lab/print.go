@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,9 +17,10 @@ type Hints struct {
 
 // Matrix symbols: ASCII, so any terminal and any log shows them.
 const (
-	symOK   = "ok"
-	symFail = "XX"
-	symSelf = "."
+	symOK     = "ok"
+	symDenied = "DENY"
+	symFail   = "XX"
+	symSelf   = "."
 )
 
 // WriteReport prints r for people: the lab, its nodes, the BGP sessions from both
@@ -44,7 +46,7 @@ func WriteReport(w io.Writer, r *Report, h Hints) error {
 
 	b.WriteString("\nNODES\n")
 	tw := tabwriter.NewWriter(b, 4, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tFABRIC IP\tREADY\tENDPOINTS\tROUTES (local/blackhole/learned)")
+	fmt.Fprintln(tw, "NAME\tFABRIC IP\tREADY\tENDPOINTS\tROUTES (local/blackhole/learned)\tPOLICY")
 	for _, n := range r.Nodes {
 		ready := yesNo(n.Ready)
 		switch {
@@ -53,7 +55,8 @@ func WriteReport(w io.Writer, r *Report, h Hints) error {
 		case !n.Ready && len(n.NotReady) > 0:
 			ready = "no: " + strings.Join(n.NotReady, ", ")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d/%d/%d\n", n.Name, n.IP, ready, n.Endpoints, n.Routes.Local, n.Routes.Blackhole, n.Routes.Learned)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d/%d/%d\t%s\n", n.Name, n.IP, ready, n.Endpoints, n.Routes.Local, n.Routes.Blackhole,
+			n.Routes.Learned, nodePolicy(n))
 	}
 	tw.Flush()
 
@@ -96,6 +99,7 @@ func WriteReport(w io.Writer, r *Report, h Hints) error {
 		}
 		tw.Flush()
 	}
+	writePolicies(b, r.Policies)
 	if m := r.Matrix; m != nil && len(m.Workloads) > 1 {
 		writeMatrix(b, m)
 	}
@@ -110,9 +114,56 @@ func WriteReport(w io.Writer, r *Report, h Hints) error {
 	return err
 }
 
-// writeMatrix prints the connectivity matrix, rows pinging columns.
+// nodePolicy is the NODES table's POLICY cell.
+func nodePolicy(n NodeReport) string {
+	p := n.Policy
+	switch {
+	case n.Error != "":
+		return "-"
+	case p == nil || !p.Enabled:
+		return "off"
+	case !p.Programmed:
+		return "not programmed"
+	}
+	return fmt.Sprintf("enforced on %d, %d rules", p.Enforced, p.Rules)
+}
+
+// writePolicies prints the policies in force.
+func writePolicies(b *strings.Builder, ps []PolicyReport) {
+	b.WriteString("\nPOLICIES IN FORCE\n")
+	if len(ps) == 0 {
+		b.WriteString("  (none: every pod takes connections from every other)\n")
+		return
+	}
+	tw := tabwriter.NewWriter(b, 4, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tNAME\tVERSION\tISOLATES (ingress)\tPROGRAMMED")
+	for _, p := range ps {
+		iso := "-"
+		if len(p.Isolates) > 0 {
+			iso = strings.Join(p.Isolates, ",")
+			if p.IngressRules == 0 {
+				iso += " (no ingress rule: nothing may connect)"
+			} else {
+				iso += fmt.Sprintf(" (%d ingress rules)", p.IngressRules)
+			}
+		}
+		prog := fmt.Sprintf("by %d of %d nodes", p.Programmed, p.Nodes)
+		if p.Gone {
+			prog = fmt.Sprintf("deleted; still enforced by %d of %d nodes", p.Programmed, p.Nodes)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Kind, nsName(p.Namespace, p.Name), dash(p.ResourceVersion), iso, prog)
+	}
+	tw.Flush()
+}
+
+// writeMatrix prints the connectivity matrix, rows probing columns.
 func writeMatrix(b *strings.Builder, m *Matrix) {
-	fmt.Fprintf(b, "\nCONNECTIVITY (each row pings each column: %s answered, %s no answer)\n", symOK, symFail)
+	probe := m.Probe
+	if probe == "" {
+		probe = "a probe"
+	}
+	fmt.Fprintf(b, "\nCONNECTIVITY (each row connects to each column on %s: %s answered, %s denied by a policy in force, %s no answer)\n",
+		probe, symOK, symDenied, symFail)
 	tw := tabwriter.NewWriter(b, 2, 4, 2, ' ', 0)
 	fmt.Fprint(tw, "FROM \\ TO")
 	for _, name := range m.Workloads {
@@ -128,17 +179,25 @@ func writeMatrix(b *strings.Builder, m *Matrix) {
 				sym = symOK
 			case CellSelf:
 				sym = symSelf
+			case CellDenied:
+				sym = symDenied
 			}
 			fmt.Fprintf(tw, "\t%s", sym)
 		}
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
-	verdict := "every workload reaches every other"
-	if !m.Full() {
-		verdict = fmt.Sprintf("%d pairs UNREACHABLE", m.Total-m.Reachable)
+	var verdict []string
+	if m.Full() {
+		verdict = append(verdict, "every workload reaches every other")
 	}
-	fmt.Fprintf(b, "%d of %d pairs reachable: %s (pinged in %s)\n", m.Reachable, m.Total, verdict, m.Took)
+	if m.Denied > 0 {
+		verdict = append(verdict, fmt.Sprintf("%d pairs denied by policy", m.Denied))
+	}
+	if f := m.Failed(); f > 0 {
+		verdict = append(verdict, fmt.Sprintf("%d pairs UNREACHABLE", f))
+	}
+	fmt.Fprintf(b, "%d of %d pairs reachable: %s (probed in %s)\n", m.Reachable, m.Total, strings.Join(verdict, ", "), m.Took)
 }
 
 // writeNext prints where to look next: commands, each with what it shows.
@@ -164,6 +223,16 @@ func writeNext(b *strings.Builder, r *Report, h Hints) {
 	}
 	if t := r.Tor; t != nil && len(t.CLI) > 0 {
 		lines = append(lines, line{fmt.Sprintf("%s exec tor -- %s %s", lab, strings.Join(t.CLI, " "), torShow(t.Kind)), "the top-of-rack router's own view of its sessions"})
+	}
+	if len(r.Pods) > 1 {
+		src, dst := r.Pods[len(r.Pods)-1], r.Pods[0]
+		lines = append(lines, line{fmt.Sprintf("%s exec %s -- curl -s http://%s:%d/", lab, src.Name, dst.IP, ProbePort),
+			fmt.Sprintf("%s connects to %s's port %d, as the matrix does", src.Name, dst.Name, ProbePort)})
+		if hasPolicy(r.Policies) {
+			lines = append(lines, line{lab + " policy allow", "the policy demo: remove its deny policy and show the matrix restored"})
+		} else {
+			lines = append(lines, line{lab + " policy deny", "the policy demo: deny every connection to pod-a1 and show the matrix change"})
+		}
 	}
 	lines = append(lines, line{lab + " status", "this summary again, live"}, line{lab + " down", "remove everything the lab made"})
 	b.WriteString("\nNEXT (the lab's kubeconfig is " + r.Kubeconfig + ")\n")
@@ -198,4 +267,62 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// hasPolicy reports whether the demo's policy is among ps.
+func hasPolicy(ps []PolicyReport) bool {
+	np, err := DenyPolicy()
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(ps, func(p PolicyReport) bool {
+		return p.Kind == policyKind && p.Namespace == np.Namespace && p.Name == np.Name && !p.Gone
+	})
+}
+
+// WritePolicyResult prints the policy demo's result for people: what was applied or
+// removed, how long the agents took to program it, the policies in force, the matrix
+// and the problems.
+func WritePolicyResult(w io.Writer, res *PolicyResult, h Hints) error {
+	if h.Tabbyctl == "" {
+		h.Tabbyctl = "tabbyctl"
+	}
+	b := &strings.Builder{}
+	r := res.Report
+	name := fmt.Sprintf("NetworkPolicy %s/%s", res.Namespace, res.Name)
+	switch {
+	case res.Action == PolicyDeny && res.Changed:
+		fmt.Fprintf(b, "applied %s (resourceVersion %s) to the lab's kube-apiserver\n", name, res.ResourceVersion)
+	case res.Action == PolicyDeny:
+		fmt.Fprintf(b, "%s was already applied (resourceVersion %s)\n", name, res.ResourceVersion)
+	case res.Changed:
+		fmt.Fprintf(b, "deleted %s from the lab's kube-apiserver\n", name)
+	default:
+		fmt.Fprintf(b, "%s was not there: nothing to remove\n", name)
+	}
+	what := "written from it"
+	if res.Action == PolicyAllow {
+		what = "without it"
+	}
+	fmt.Fprintf(b, "every node's tabby-node reported its policy maps %s after %s\n", what, res.ProgrammedAfter)
+	if r != nil {
+		writePolicies(b, r.Policies)
+		if m := r.Matrix; m != nil && len(m.Workloads) > 1 {
+			writeMatrix(b, m)
+		}
+		if len(r.Problems) > 0 {
+			b.WriteString("\nPROBLEMS\n")
+			for _, p := range r.Problems {
+				fmt.Fprintf(b, "  - %s\n", p)
+			}
+		}
+		lab := h.Tabbyctl + " lab" + stateDirFlag(r.StateDir)
+		if res.Action == PolicyDeny {
+			fmt.Fprintf(b, "\nNEXT: %s policy allow   (removes it; the matrix is restored)\n", lab)
+		} else {
+			fmt.Fprintf(b, "\nNEXT: %s policy deny   (applies it again)\n", lab)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

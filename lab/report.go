@@ -3,12 +3,12 @@ package lab
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/tabbynet/tabby/agent/localapi"
+	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/test/router"
 )
 
@@ -33,6 +33,9 @@ type Report struct {
 	Nodes []NodeReport `json:"nodes"`
 	Tor   *TorReport   `json:"tor,omitempty"`
 	Pods  []PodState   `json:"pods"`
+	// Policies are the network policies in force: those in the API server and those
+	// the nodes' agents programmed.
+	Policies []PolicyReport `json:"policies"`
 	// Matrix is nil when it was not asked for.
 	Matrix *Matrix `json:"matrix,omitempty"`
 	// Problems lists what is not as it should be: a node not ready, a BGP session not
@@ -40,7 +43,8 @@ type Report struct {
 	Problems []string `json:"problems"`
 }
 
-// Healthy reports whether the report has no problem (and its matrix, if any, is full).
+// Healthy reports whether the report has no problem: in the matrix, if any, every cell
+// without an answer is one a policy in force denies.
 func (r *Report) Healthy() bool { return len(r.Problems) == 0 }
 
 // NodeReport is one node as its agent's local API reports it.
@@ -57,6 +61,8 @@ type NodeReport struct {
 	// Expected is how many BGP sessions the node should have.
 	Expected int      `json:"expectedSessions"`
 	BGP      []string `json:"bgpProblems,omitempty"`
+	// Policy is what the agent's policy maps hold (nil from an agent without policy).
+	Policy *localapi.PolicyStatus `json:"policy,omitempty"`
 	// Error is set when the local API did not answer.
 	Error string `json:"error,omitempty"`
 }
@@ -82,33 +88,44 @@ type TorPeer struct {
 	Info     string `json:"info,omitempty"`
 }
 
-// Matrix is the connectivity matrix: a ping from every workload to every other.
+// Matrix is the connectivity matrix: a TCP probe from every workload to every other
+// (see ProbePort).
 type Matrix struct {
+	// Probe is what each cell tried: "tcp/8080".
+	Probe string `json:"probe"`
 	// Workloads name the rows (sources) and columns (destinations).
 	Workloads []string `json:"workloads"`
 	IPs       []string `json:"ips"`
-	// Cells[i][j] is CellOK, CellFail or CellSelf for workload i pinging workload j.
+	// Cells[i][j] is CellOK, CellDenied, CellFail or CellSelf for workload i probing
+	// workload j.
 	Cells     [][]string `json:"cells"`
 	Reachable int        `json:"reachable"`
-	Total     int        `json:"total"`
-	Took      string     `json:"took"`
+	// Denied counts the cells without an answer whose destination a policy in force
+	// isolates: what the policy is there to do, not a problem.
+	Denied int    `json:"denied"`
+	Total  int    `json:"total"`
+	Took   string `json:"took"`
 }
 
 // Values of a Matrix cell.
 const (
-	CellOK   = "ok"
-	CellFail = "fail"
-	CellSelf = "self"
+	CellOK = "ok"
+	// CellDenied: no answer, and a NetworkPolicy in force isolates the destination.
+	CellDenied = "denied"
+	CellFail   = "fail"
+	CellSelf   = "self"
 )
 
 // Full reports whether every pair reaches each other.
 func (m *Matrix) Full() bool { return m.Reachable == m.Total }
 
+// Failed counts the cells without an answer that no policy explains.
+func (m *Matrix) Failed() int { return m.Total - m.Reachable - m.Denied }
+
 // Timeouts of the collection.
 const (
 	agentTimeout = 5 * time.Second
 	torTimeout   = 10 * time.Second
-	pingParallel = 8
 )
 
 // expectedSessions is how many BGP sessions node i of n should have.
@@ -123,11 +140,12 @@ func expectedSessions(o Options, i, n int) int {
 	return want
 }
 
-// collect asks every node's agent and the router, and with matrix pings every pair.
-func collect(ctx context.Context, st *State, tor *router.Router, matrix bool) *Report {
+// collect asks every node's agent, the router and the API server (the policies, when
+// store is set), and with matrix probes every pair.
+func collect(ctx context.Context, st *State, tor *router.Router, store datastore.Store, matrix bool) *Report {
 	r := &Report{Name: st.Name, StateDir: st.StateDir, Phase: st.Phase, PID: st.PID, Started: st.Started,
 		ReadyAfter: st.ReadyAfter, Options: st.Options, Kubeconfig: st.Kubeconfig, APIServer: st.APIServer,
-		Pods: slices.Clone(st.Pods), Problems: []string{}}
+		Pods: slices.Clone(st.Pods), Policies: []PolicyReport{}, Problems: []string{}}
 	if st.K8sBinDir != "" {
 		r.Kubectl = st.K8sBinDir + "/kubectl"
 	}
@@ -139,11 +157,23 @@ func collect(ctx context.Context, st *State, tor *router.Router, matrix bool) *R
 	if st.Tor != nil {
 		wg.Go(func() { r.Tor = askTor(ctx, st, tor) })
 	}
+	var pols []k8sPolicy
+	var polErr error
+	if store != nil {
+		wg.Go(func() { pols, polErr = listPolicies(ctx, store) })
+	}
 	if matrix {
-		wg.Go(func() { r.Matrix = pingAll(ctx, st.Pods) })
+		wg.Go(func() { r.Matrix = probeAll(ctx, st.Pods) })
 	}
 	wg.Wait()
+	r.Policies = policyReports(r, pols)
+	if r.Matrix != nil {
+		markDenied(r.Matrix, r.Pods, pols)
+	}
 	r.Problems = problems(r)
+	if polErr != nil {
+		r.Problems = append(r.Problems, "list the network policies: "+polErr.Error())
+	}
 	return r
 }
 
@@ -162,6 +192,7 @@ func askNode(ctx context.Context, n NodeState, expected int) NodeReport {
 		nr.Sessions = append(nr.Sessions, st.BGP.Peers...)
 		nr.BGP = st.BGP.Problems
 	}
+	nr.Policy = st.Policy
 	return nr
 }
 
@@ -219,6 +250,12 @@ func problems(r *Report) []string {
 		for _, p := range n.BGP {
 			out = append(out, fmt.Sprintf("node %s: BGP: %s", n.Name, p))
 		}
+		switch p := n.Policy; {
+		case p == nil || !p.Enabled:
+			out = append(out, fmt.Sprintf("node %s: network policy is not enforced (tabby-node runs without --policy)", n.Name))
+		case !p.Programmed:
+			out = append(out, fmt.Sprintf("node %s: policy not programmed: %s", n.Name, p.Error))
+		}
 	}
 	if t := r.Tor; t != nil {
 		if t.Error != "" {
@@ -237,7 +274,8 @@ func problems(r *Report) []string {
 			out = append(out, fmt.Sprintf("ToR %s: sessions with %d of %d nodes", t.Kind, len(t.Peers), len(r.Nodes)))
 		}
 	}
-	if m := r.Matrix; m != nil && !m.Full() {
+	out = append(out, policyProblems(r.Policies)...)
+	if m := r.Matrix; m != nil && m.Failed() > 0 {
 		for i := range m.Cells {
 			for j, c := range m.Cells[i] {
 				if c == CellFail {
@@ -247,70 +285,4 @@ func problems(r *Report) []string {
 		}
 	}
 	return out
-}
-
-// pingAll pings every pod from every other pod, pingParallel at a time.
-func pingAll(ctx context.Context, pods []PodState) *Matrix {
-	t0 := time.Now()
-	m := newMatrix(pods)
-	var pairs [][2]int
-	for i := range pods {
-		for j := range pods {
-			if i != j {
-				pairs = append(pairs, [2]int{i, j})
-			}
-		}
-	}
-	ok := pingPairs(ctx, pods, pairs)
-	for k, p := range pairs {
-		if ok[k] {
-			m.Cells[p[0]][p[1]] = CellOK
-			m.Reachable++
-		}
-	}
-	m.Took = time.Since(t0).Round(time.Millisecond).String()
-	return m
-}
-
-// newMatrix is the matrix of pods with every pair failed.
-func newMatrix(pods []PodState) *Matrix {
-	m := &Matrix{Cells: make([][]string, len(pods))}
-	for i, p := range pods {
-		m.Workloads = append(m.Workloads, p.Name)
-		m.IPs = append(m.IPs, p.IP)
-		m.Cells[i] = make([]string, len(pods))
-		for j := range pods {
-			m.Cells[i][j] = CellFail
-			if i == j {
-				m.Cells[i][j] = CellSelf
-			}
-		}
-	}
-	m.Total = len(pods) * (len(pods) - 1)
-	return m
-}
-
-// pingPairs pings pods[p[1]] from pods[p[0]] for each pair, a few at once, and says
-// which answered.
-func pingPairs(ctx context.Context, pods []PodState, pairs [][2]int) []bool {
-	ok := make([]bool, len(pairs))
-	sem := make(chan struct{}, pingParallel)
-	var wg sync.WaitGroup
-	for k, p := range pairs {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			ok[k] = ping(ctx, pods[p[0]].Netns, pods[p[1]].IP)
-		})
-	}
-	wg.Wait()
-	return ok
-}
-
-// ping sends one echo request a second from network namespace ns to ip until one is
-// answered, for at most 2 s.
-func ping(ctx context.Context, ns, ip string) bool {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return exec.CommandContext(ctx, "ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-w", "2", ip).Run() == nil
 }

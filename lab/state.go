@@ -67,6 +67,8 @@ type NodeState struct {
 	Log    string `json:"log"`
 	// Network is the node's CNI network (cnitool's cached results are named after it).
 	Network string `json:"network"`
+	// PinDir is the node's BPF pin directory (its agent's maps, programs and links).
+	PinDir string `json:"pinDir,omitempty"`
 }
 
 // TorState is the lab's top-of-rack router.

@@ -133,15 +133,27 @@ func (s *supervisor) serve() error {
 	if err != nil {
 		return fmt.Errorf("listen on the control socket: %w", err)
 	}
-	var collectMu sync.Mutex // one collection at a time: pings are not free
+	var collectMu sync.Mutex // one collection (or demo) at a time: probes are not free
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /report", func(w http.ResponseWriter, r *http.Request) {
 		collectMu.Lock()
 		defer collectMu.Unlock()
 		st := s.snapshot()
-		rep := collect(r.Context(), &st, s.lab.tor, r.URL.Query().Get("matrix") != "0")
+		rep := collect(r.Context(), &st, s.lab.tor, s.lab.store, r.URL.Query().Get("matrix") != "0")
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(rep)
+	})
+	mux.HandleFunc("POST /policy/{action}", func(w http.ResponseWriter, r *http.Request) {
+		collectMu.Lock()
+		defer collectMu.Unlock()
+		res, err := s.policyDemo(r.Context(), r.PathValue("action"))
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil {
+			w.WriteHeader(http.StatusInternalServerError)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(res)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})

@@ -216,34 +216,65 @@ func Status(ctx context.Context, dir string, matrix bool) (*Report, error) {
 
 // fetchReport asks the supervisor over its control socket.
 func fetchReport(ctx context.Context, dir string, matrix bool) (*Report, error) {
+	path := "/report"
+	if !matrix {
+		path += "?matrix=0"
+	}
+	var r Report
+	if err := askSupervisor(ctx, dir, http.MethodGet, path, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Policy runs the policy demo in the lab of dir: action PolicyDeny applies the demo's
+// NetworkPolicy (DenyPolicyYAML), PolicyAllow removes it; either waits until every
+// node's agent programmed the change, then probes the matrix.
+func Policy(ctx context.Context, dir, action string) (*PolicyResult, error) {
+	if action != PolicyDeny && action != PolicyAllow {
+		return nil, fmt.Errorf("policy action %q: want %s or %s", action, PolicyDeny, PolicyAllow)
+	}
+	if !Running(dir) {
+		_, err := Status(ctx, dir, false) // says why
+		return nil, err
+	}
+	var res PolicyResult
+	if err := askSupervisor(ctx, dir, http.MethodPost, "/policy/"+action, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// askSupervisor sends a request to the supervisor's control socket and decodes the
+// JSON answer into into.
+func askSupervisor(ctx context.Context, dir, method, path string, into any) error {
 	sock := filepath.Join(dir, sockFile)
 	client := &http.Client{Timeout: reportTimeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		}}}
-	url := "http://lab/report"
-	if !matrix {
-		url += "?matrix=0"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, method, "http://lab"+path, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("ask the lab supervisor: %w", err)
+		return fmt.Errorf("ask the lab supervisor: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("ask the lab supervisor: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var e struct{ Error string }
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("ask the lab supervisor: %s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
-	var r Report
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return nil, fmt.Errorf("decode the lab report: %w", err)
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		return fmt.Errorf("decode the lab supervisor's answer: %w", err)
 	}
-	return &r, nil
+	return nil
 }
 
 // Target is something lab exec runs a command in.

@@ -56,7 +56,8 @@ func (l *labRun) run(timeout time.Duration, args ...string) (string, string, int
 }
 
 // TestLabUpDown: lab up with 2 nodes (2 pods each, FRR as the ToR, the mesh), the
-// report, status, exec, up again, then down twice and nothing left behind.
+// report, status, exec, the policy demo (deny, then allow), up again, then down twice
+// and nothing left behind.
 func TestLabUpDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test: root, a kube-apiserver, cnitool, FRR and network namespaces")
@@ -146,6 +147,10 @@ func TestLabUpDown(t *testing.T) {
 		t.Errorf("lab exec nosuchpod: exit %d, want 1 and the known targets: %s", code, errOut)
 	}
 
+	// The policy demo: a deny policy changes the matrix, removing it restores it.
+	progs := pinnedPrograms(t, st)
+	checkPolicyDemo(t, l)
+
 	// Up again: the running lab is reported, nothing new is made.
 	out, _, code = l.run(2*time.Minute, "up", "--name", l.name, "--nodes", "2", "-o", "json")
 	var again lab.Report
@@ -166,6 +171,7 @@ func TestLabUpDown(t *testing.T) {
 		t.Errorf("second lab down: exit %d, want 0 and nothing to do:\n%s%s", code, out, errOut)
 	}
 	checkNothingLeft(t, l, st, before)
+	checkProgramsGone(t, progs)
 }
 
 // checkReport checks a healthy report of nodes nodes and pods pods.
@@ -292,6 +298,14 @@ func checkNothingLeft(t *testing.T, l *labRun, st *lab.State, before snapshot) {
 	}
 	if m, _ := filepath.Glob(filepath.Join("/sys/fs/bpf", l.name+"*")); m != nil {
 		leftovers = append(leftovers, m...)
+	}
+	// The nodes' bpffs (their pins) is unmounted.
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], l.dir) {
+				leftovers = append(leftovers, "mount "+f[4])
+			}
+		}
 	}
 	if st.Tor != nil {
 		for comm, pid := range st.Tor.PIDs {
