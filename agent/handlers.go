@@ -69,6 +69,7 @@ func (a *Agent) localAPIHandler() http.Handler {
 	mux.HandleFunc("GET "+localapi.PathPolicy, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, policyOut(a.dp.Status().Policy))
 	})
+	a.registerPolicyAPI(mux) // POST /policy/explain, GET /policy/drops (policyapi.go)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case localapi.PathStatus, localapi.PathEndpoints, localapi.PathRoutes, localapi.PathBGPPeers, localapi.PathPolicy:

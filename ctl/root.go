@@ -207,6 +207,7 @@ Exit codes: 0 success, 1 failure, 2 bad usage.`,
 		newIPAMCmd(g),
 		newNodeCmd(g),
 		newBGPCmd(g),
+		newPolicyCmd(g),
 		newLabCmd(g),
 	)
 	return root

@@ -27,7 +27,8 @@ type tabbyCtKey struct {
 	Sport   uint16
 	Dport   uint16
 	Proto   uint8
-	Pad     [3]uint8
+	Kind    uint8
+	Pad     [2]uint8
 }
 
 type tabbyCtValue struct {

@@ -91,6 +91,10 @@ type policyBatch struct {
 	sources   []PolicySource // the objects in.Policies etc. came from, when changed
 	local     []localEndpoint
 	watchErrs []string
+	// hasLocal: local was built for this batch; otherwise the enforcer's last list
+	// stands (an apply made full after the take, e.g. the first synced one after a
+	// start or restart, must not read the unbuilt list as "no local endpoints").
+	hasLocal bool
 }
 
 // startPolicyWatches starts the watches of the policy kinds (Config.Policy).
@@ -123,6 +127,7 @@ func (f *Felix) takePolicy(redo bool) policyBatch {
 		return b
 	}
 	p.dirty = false
+	b.hasLocal = true
 	in := &policy.Input{Namespaces: map[string]map[string]string{}}
 	for _, o := range p.objs["WorkloadEndpoint"] {
 		w, ok := o.(*v1.WorkloadEndpoint)
@@ -212,6 +217,8 @@ type enforcer struct {
 	attached map[int]string
 	// status maps each local endpoint key to "" (enforced) or why not.
 	status map[string]string
+	// local is the last batch's list of local endpoints that was built (hasLocal).
+	local []localEndpoint
 }
 
 func newEnforcer(f *Felix, nst *dataplane.NSThread) *enforcer {
@@ -228,12 +235,16 @@ func (e *enforcer) close() {
 // apply compiles (when the input changed), writes the maps and attaches the programs.
 // It returns the errors to report; the caller retries after an error.
 func (e *enforcer) apply(b policyBatch, full bool, links int) []error {
+	defer e.publishExplain(b) // explain.go: a snapshot for ExplainPolicy and SubscribeDrops
 	errs := make([]error, 0, len(b.watchErrs))
 	for _, m := range b.watchErrs {
 		errs = append(errs, errors.New(m))
 	}
 	if !b.synced {
 		return errs
+	}
+	if b.hasLocal {
+		e.local = b.local
 	}
 	if b.in != nil {
 		c, err := policy.Compile(b.in)
@@ -262,10 +273,10 @@ func (e *enforcer) apply(b policyBatch, full bool, links int) []error {
 		}
 		e.dp, e.w = dp, policymaps.New(dp, e.f.log.Named("policymaps"))
 	}
-	status := make(map[string]string, len(b.local))
+	status := make(map[string]string, len(e.local))
 	var eps []policymaps.Endpoint
 	want := map[int]string{}
-	for _, le := range b.local {
+	for _, le := range e.local {
 		id, ok := e.ids[le.key]
 		if !ok {
 			status[le.key] = "not in the compiled policy"

@@ -140,6 +140,7 @@ type RouteInfo struct {
 
 // Felix programs one node's routes and workload sysctls.
 type Felix struct {
+	explain   *explainHub // what policy explain and the drop stream read
 	cfg       Config
 	log       *zap.Logger
 	h         *netlink.Handle
@@ -200,7 +201,8 @@ func New(cfg Config) (*Felix, error) {
 	log = log.With(zap.String("node", cfg.NodeName))
 	f := &Felix{cfg: cfg, log: log, h: cfg.NetlinkHandle, kick: make(chan struct{}, 1),
 		graph: calc.NewGraph(cfg.NodeName, log.Named("calc")), synced: map[string]bool{},
-		watchErrs: map[string]string{}, epStatus: map[string]EndpointStatus{}, changed: make(chan struct{})}
+		watchErrs: map[string]string{}, epStatus: map[string]EndpointStatus{}, changed: make(chan struct{}),
+		explain: &explainHub{subs: map[chan DropEvent]struct{}{}}}
 	if cfg.Policy {
 		f.pol = newPolicyInputs()
 	}

@@ -35,6 +35,13 @@
 #define REASON_SPOOF 3	     // source IP or MAC is not the endpoint's
 #define REASON_NO_ENDPOINT 4 // program attached but endpoint not configured
 
+#define CT_KIND_ECHO_REQUEST 1 // ct_key.kind of a flow an ICMP echo request opened
+
+#ifndef ICMP_ECHO
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO 8
+#endif
+
 #define CT_STATE_NEW 1
 #define CT_STATE_ESTABLISHED 2
 
@@ -42,6 +49,28 @@
 #define CT_TIMEOUT_OTHER_NS (120ULL * 1000000000ULL)
 
 #define MAX_EP_ADDRS 4
+
+// Explain mode (BPF_PROG_TEST_RUN only): when cb[0] and cb[1] of the __sk_buff given as
+// ctx_in hold EXPLAIN_MAGIC0/1, the program takes its normal parse, anti-spoof and
+// policy path for a new flow but has no side effect (no conntrack lookup or update, no
+// counter, no drop event) and reports what decided in the ctx_out it returns:
+//   cb[0] = EXPLAIN_DONE
+//   cb[1] = verdict (VERDICT_ALLOW/VERDICT_DENY) | stage << 8
+//   cb[2] = rule id (0: endpoint default or none)
+//   cb[3] = peer class (policy and default stages)
+//   cb[4] = endpoint id (0 when no endpoint)
+// Two magic words make a real packet's leftover cb contents matching them negligible;
+// even then only side effects are skipped, the verdict is the same.
+#define EXPLAIN_MAGIC0 0x7ab0e7a1
+#define EXPLAIN_MAGIC1 0x5ca1ab1e
+#define EXPLAIN_DONE 0xd0e7a1ed
+
+#define STAGE_PASSTHROUGH 1 // not IPv4: passed untouched
+#define STAGE_MALFORMED 2   // truncated or bad IPv4 header: dropped
+#define STAGE_NO_ENDPOINT 3 // program attached but endpoint not configured
+#define STAGE_SPOOF 4	    // source IP or MAC is not the endpoint's
+#define STAGE_POLICY 5	    // a policy entry matched
+#define STAGE_DEFAULT 6	    // no entry matched: the endpoint's default
 
 struct ipcache_key {
 	__u32 prefixlen;
@@ -78,7 +107,8 @@ struct ct_key {
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
-	__u8 pad[3];
+	__u8 kind; // CT_KIND_ECHO_REQUEST, or 0
+	__u8 pad[2];
 };
 
 struct ct_value {
@@ -161,6 +191,8 @@ struct flow {
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
+	__u16 ct_id;	 // ICMP echo identifier: tells ping flows apart in conntrack
+	__u8 icmp_type; // ICMP only
 };
 
 // parse_ipv4 fills f from the packet; returns 0 for IPv4, 1 for pass-through
@@ -184,6 +216,8 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow *f, __u
 	f->proto = ip.protocol;
 	f->sport = 0;
 	f->dport = 0;
+	f->ct_id = 0;
+	f->icmp_type = 0;
 	// Non-first fragments carry no L4 header: they match port-wildcard rules only.
 	if (ip.frag_off & bpf_htons(0x1fff))
 		return 0;
@@ -200,9 +234,17 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow *f, __u
 		f->dport = bpf_ntohs(ports[1]);
 		break;
 	}
-	case IPPROTO_ICMP:
-		// ICMP has no ports; type and code do not take part in policy yet.
+	case IPPROTO_ICMP: {
+		// ICMP has no ports; type and code do not take part in policy yet. An echo
+		// request and its reply share an identifier, which conntrack keys on.
+		__u8 h[6];
+		if (bpf_skb_load_bytes(skb, l4, h, sizeof(h)) < 0)
+			return -1;
+		f->icmp_type = h[0];
+		if (h[0] == ICMP_ECHO || h[0] == ICMP_ECHOREPLY)
+			f->ct_id = ((__u16)h[4] << 8) | h[5];
 		break;
+	}
 	}
 	return 0;
 }
@@ -299,8 +341,50 @@ static __always_inline struct policy_value *lookup_policy(__u32 ep, __u8 dir, st
 	return 0;
 }
 
+static __always_inline int explained(struct __sk_buff *skb, __u8 verdict, __u8 stage,
+				     __u32 rule_id, __u32 peer, __u32 ep_id)
+{
+	skb->cb[0] = EXPLAIN_DONE;
+	skb->cb[1] = (__u32)verdict | ((__u32)stage << 8);
+	skb->cb[2] = rule_id;
+	skb->cb[3] = peer;
+	skb->cb[4] = ep_id;
+	return verdict == VERDICT_ALLOW ? TC_ACT_UNSPEC : TC_ACT_SHOT;
+}
+
+// explain is handle's path without side effects (see EXPLAIN_MAGIC0).
+static __always_inline int explain(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 ifindex = skb->ifindex;
+	struct endpoint *ep = bpf_map_lookup_elem(&tabby_endpoints, &ifindex);
+	struct flow f = {};
+	__u8 smac[6];
+
+	int r = parse_ipv4(skb, &f, smac);
+	if (r > 0)
+		return explained(skb, VERDICT_ALLOW, STAGE_PASSTHROUGH, 0, 0, 0);
+	if (r < 0)
+		return explained(skb, VERDICT_DENY, STAGE_MALFORMED, 0, 0, 0);
+	if (!ep)
+		return explained(skb, VERDICT_DENY, STAGE_NO_ENDPOINT, 0, 0, 0);
+	if (dir == DIR_EGRESS && spoofed(ep, &f, smac))
+		return explained(skb, VERDICT_DENY, STAGE_SPOOF, 0, 0, ep->id);
+
+	__u32 peer = peer_class(dir == DIR_EGRESS ? f.daddr : f.saddr);
+	struct policy_value *pv = lookup_policy(ep->id, dir, &f, peer);
+	if (pv)
+		return explained(skb, pv->verdict == VERDICT_ALLOW ? VERDICT_ALLOW : VERDICT_DENY, STAGE_POLICY,
+				 pv->rule_id, peer, ep->id);
+	__u8 def = dir == DIR_EGRESS ? ep->egress_default : ep->ingress_default;
+	return explained(skb, def == VERDICT_ALLOW ? VERDICT_ALLOW : VERDICT_DENY, STAGE_DEFAULT, 0, peer,
+			 ep->id);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
+	if (skb->cb[0] == EXPLAIN_MAGIC0 && skb->cb[1] == EXPLAIN_MAGIC1)
+		return explain(skb, dir);
+
 	__u32 ifindex = skb->ifindex;
 	struct endpoint *ep = bpf_map_lookup_elem(&tabby_endpoints, &ifindex);
 	struct flow f = {};
@@ -318,12 +402,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	__u64 now = bpf_ktime_get_ns();
 	__u64 timeout = f.proto == IPPROTO_TCP ? CT_TIMEOUT_TCP_NS : CT_TIMEOUT_OTHER_NS;
+	// An ICMP echo flow is keyed by its identifier, and opened only by a request: a
+	// reply passes as the reverse of a request; a request is never taken for a reply.
+	int icmp = f.proto == IPPROTO_ICMP;
+	__u8 kind = icmp && f.icmp_type == ICMP_ECHO ? CT_KIND_ECHO_REQUEST : 0;
 	struct ct_key ck = {.ifindex = ifindex,
 			    .saddr = f.saddr,
 			    .daddr = f.daddr,
-			    .sport = f.sport,
-			    .dport = f.dport,
-			    .proto = f.proto};
+			    .sport = icmp ? f.ct_id : f.sport,
+			    .dport = icmp ? 0 : f.dport,
+			    .proto = f.proto,
+			    .kind = kind};
 	struct ct_value *cv = bpf_map_lookup_elem(&tabby_conntrack, &ck);
 	if (cv && cv->direction == dir && now - cv->last_seen_ns < timeout) {
 		cv->last_seen_ns = now;
@@ -332,10 +421,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	struct ct_key rk = {.ifindex = ifindex,
 			    .saddr = f.daddr,
 			    .daddr = f.saddr,
-			    .sport = f.dport,
-			    .dport = f.sport,
-			    .proto = f.proto};
-	cv = bpf_map_lookup_elem(&tabby_conntrack, &rk);
+			    .sport = icmp ? f.ct_id : f.dport,
+			    .dport = icmp ? 0 : f.sport,
+			    .proto = f.proto,
+			    .kind = icmp && f.icmp_type == ICMP_ECHOREPLY ? CT_KIND_ECHO_REQUEST : 0};
+	cv = kind == CT_KIND_ECHO_REQUEST ? NULL : bpf_map_lookup_elem(&tabby_conntrack, &rk);
 	if (cv && cv->direction != dir && now - cv->last_seen_ns < timeout) {
 		cv->last_seen_ns = now;
 		cv->state = CT_STATE_ESTABLISHED;
