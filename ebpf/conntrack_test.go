@@ -1,7 +1,10 @@
 package ebpf
 
 import (
+	"net/netip"
 	"testing"
+
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,4 +52,48 @@ func TestSweepConntrack(t *testing.T) {
 		t.Fatalf("live TCP flow deleted: %v", err)
 	}
 	mustRun(t, d, Ingress, flow.reply(), Pass) // the reply of the live flow still passes
+}
+
+// TestConntrackICMPEcho: ping flows are told apart by their echo identifier, so a
+// policy that now denies pings stops a new ping at once while the one already running
+// goes on (conntrack), with its replies.
+func TestConntrackICMPEcho(t *testing.T) {
+	d := setup(t)
+	setIPCache(t, d, "10.1.0.0/16", classDB)
+	setPolicy(t, d, PolicyKey{Direction: Ingress, Proto: icmp, Peer: classDB}, PolicyValue{Verdict: Allow, RuleID: 7})
+	echo := func(id uint16, reply bool, dir Direction) []byte {
+		p := ebpftest.Packet{SrcMAC: peerMAC, DstMAC: wlMAC, Src: netip.MustParseAddr("10.1.2.3"),
+			Dst: netip.MustParseAddr(wlIP), Proto: icmp, ICMPID: id, ICMPReply: reply}
+		if dir == Egress { // the workload's reply
+			p.SrcMAC, p.DstMAC, p.Src, p.Dst = wlMAC, peerMAC, p.Dst, p.Src
+		}
+		return ebpftest.Frame(p)
+	}
+	run := func(what string, dir Direction, frame []byte, want Result) {
+		t.Helper()
+		got, err := d.RunPacket(dir, frame)
+		if err != nil || got != want {
+			t.Fatalf("%s: %v, %v; want %v", what, got, err, want)
+		}
+	}
+	run("ping 7 while allowed", Ingress, echo(7, false, Ingress), Pass)
+	run("reply to ping 7", Egress, echo(7, true, Egress), Pass) // egress defaults to deny
+	if err := d.DeletePolicy(PolicyKey{Endpoint: epID, Direction: Ingress, Proto: icmp, Peer: classDB}); err != nil {
+		t.Fatal(err)
+	}
+	run("ping 7 goes on", Ingress, echo(7, false, Ingress), Pass)
+	run("its replies too", Egress, echo(7, true, Egress), Pass)
+	run("a new ping (8) is denied", Ingress, echo(8, false, Ingress), Drop)
+	run("a reply nobody asked for", Egress, echo(9, true, Egress), Drop)
+
+	// The workload pings the peer (egress allowed); the peer's own request with the
+	// same identifier is a request, not a reply: denied. The reply passes.
+	setPolicy(t, d, PolicyKey{Direction: Egress, Proto: icmp, Peer: classDB}, PolicyValue{Verdict: Allow, RuleID: 8})
+	out := func(id uint16, reply bool) []byte {
+		return ebpftest.Frame(ebpftest.Packet{SrcMAC: wlMAC, DstMAC: peerMAC, Src: netip.MustParseAddr(wlIP),
+			Dst: netip.MustParseAddr("10.1.2.3"), Proto: icmp, ICMPID: id, ICMPReply: reply})
+	}
+	run("the workload pings (5)", Egress, out(5, false), Pass)
+	run("the peer's request with id 5", Ingress, echo(5, false, Ingress), Drop)
+	run("the peer's reply to 5", Ingress, echo(5, true, Ingress), Pass)
 }

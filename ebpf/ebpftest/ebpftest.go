@@ -71,6 +71,9 @@ type Packet struct {
 	SPort, DPort   uint16
 	EthType        uint16 // zero: IPv4; anything else gets 60 bytes of zeros after the header
 	Payload        int    // bytes of zeros after the L4 header
+	// ICMPID is an echo's identifier (zero: 1); ICMPReply makes it an echo reply.
+	ICMPID    uint16
+	ICMPReply bool
 }
 
 // Default MACs of a Packet.
@@ -112,6 +115,12 @@ func Frame(p Packet) []byte {
 		l4 = make([]byte, 12)
 	case unix.IPPROTO_ICMP:
 		l4 = []byte{8, 0, 0, 0, 0, 1, 0, 1}
+		if p.ICMPReply {
+			l4[0] = 0
+		}
+		if p.ICMPID != 0 {
+			binary.BigEndian.PutUint16(l4[4:], p.ICMPID)
+		}
 	}
 	if p.Proto != unix.IPPROTO_ICMP && len(l4) >= 4 {
 		binary.BigEndian.PutUint16(l4[0:], p.SPort)
