@@ -301,6 +301,14 @@ func (e *enforcer) apply(b policyBatch, full bool, links int) []error {
 		return append(errs, fmt.Errorf("write the policy maps: %w", err))
 	}
 	e.written, e.writeErr = e.compiled, nil
+	if full {
+		// Flows idle past their timeout go now and then (the map is an LRU too).
+		if kept, deleted, err := e.dp.SweepConntrack(); err != nil {
+			e.f.log.Warn("conntrack sweep", zap.Error(err))
+		} else if deleted > 0 {
+			e.f.log.Debug("conntrack swept", zap.Int("kept", kept), zap.Int("deleted", deleted))
+		}
+	}
 	var failed []error
 	for idx, key := range want {
 		if _, ok := e.attached[idx]; ok && !full {
