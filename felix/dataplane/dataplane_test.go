@@ -437,3 +437,74 @@ func TestBatchedAdds(t *testing.T) {
 		t.Fatalf("second apply = %+v", res)
 	}
 }
+
+// TestRouteEventFilter: the route subscription's socket filter lets through every event
+// of a local (116) route and the deletes of learned (117) ones, with the fields the
+// netlink library reads from a dump, and drops the adds of learned routes (felix's own
+// writes) and everything of other protocols.
+func TestRouteEventFilter(t *testing.T) {
+	nettest.Require(t)
+	n := nettest.NewNode(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var got []netlink.RouteUpdate
+	if err := dataplane.Subscribe(ctx, n.Path, dataplane.Handlers{Route: func(u netlink.RouteUpdate) {
+		mu.Lock()
+		got = append(got, u)
+		mu.Unlock()
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	n.AddVeth("cali1", "cali1p", "")
+	n.AddVeth("uplink0", "uplink1", "192.168.77.1/24")
+	n.IP("addr", "add", "192.168.77.3/24", "dev", "uplink0")
+	n.IP("route", "add", "10.99.2.0/26", "via", "192.168.77.2", "proto", "117")
+	n.IP("route", "add", "10.99.3.0/26", "proto", "117", "nexthop", "via", "192.168.77.2", "nexthop", "via", "192.168.77.4")
+	n.IP("route", "add", "10.99.4.0/26", "via", "192.168.77.2", "proto", "static")
+	n.IP("route", "add", "10.99.0.9/32", "dev", "cali1", "scope", "link", "proto", "116", "metric", "7")
+	want := map[string]netlink.Route{}
+	for _, r := range append(n.Routes(116), n.Routes(117)...) {
+		want[r.Dst.String()] = r
+	}
+	n.IP("route", "del", "10.99.2.0/26", "proto", "117")
+	n.IP("route", "del", "10.99.3.0/26", "proto", "117")
+	n.IP("route", "del", "10.99.4.0/26", "proto", "static")
+	events := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []string
+		for _, u := range got {
+			op := "add"
+			if u.Type == unix.RTM_DELROUTE {
+				op = "del"
+			}
+			out = append(out, op+" "+u.Dst.String())
+		}
+		return out
+	}
+	// The kernel queues events in order, so the learned adds and the static route,
+	// made before the deletes that are seen, would be seen first had they passed.
+	wantEvents := "add 10.99.0.9/32,del 10.99.2.0/26,del 10.99.3.0/26"
+	nettest.Eventually(t, 5*time.Second, "route events", func() string {
+		if e := strings.Join(events(), ","); e != wantEvents {
+			return e
+		}
+		return ""
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, u := range got {
+		w := want[u.Dst.String()]
+		if u.Protocol != w.Protocol || u.Table != w.Table || u.Route.Type != w.Type || u.Scope != w.Scope ||
+			u.Priority != w.Priority || u.LinkIndex != w.LinkIndex || !u.Gw.Equal(w.Gw) || len(u.MultiPath) != len(w.MultiPath) {
+			t.Errorf("event %v\n  got  %+v\n  want %+v (the library's dump)", u.Dst, u.Route, w)
+			continue
+		}
+		for i := range w.MultiPath {
+			if !u.MultiPath[i].Gw.Equal(w.MultiPath[i].Gw) || u.MultiPath[i].LinkIndex != w.MultiPath[i].LinkIndex {
+				t.Errorf("event %v next hop %d: got %+v, want %+v", u.Dst, i, u.MultiPath[i], w.MultiPath[i])
+			}
+		}
+	}
+}

@@ -50,9 +50,7 @@ func Subscribe(ctx context.Context, nsPath string, hs Handlers) error {
 	}
 	route := func(done chan struct{}, errf func(error)) (<-chan netlink.RouteUpdate, error) {
 		ch := make(chan netlink.RouteUpdate, 4096)
-		o := netlink.RouteSubscribeOptions{Namespace: nsp, ErrorCallback: errf, ReceiveBufferSize: eventBuffer,
-			ReceiveBufferForceSize: true}
-		if err := netlink.RouteSubscribeWithOptions(ch, done, o); err != nil {
+		if err := subscribeRoutes(nsp, ch, done, errf); err != nil {
 			return nil, fmt.Errorf("subscribe to route events: %w", err)
 		}
 		return ch, nil
