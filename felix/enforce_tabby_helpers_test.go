@@ -276,25 +276,7 @@ func (c *tpCluster) startFelixOn(store datastore.Store, wait bool) *tpFelix {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	var once sync.Once
-	r := &tpFelix{f: f}
-	r.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("Run did not return after its context ended")
-			}
-		})
-	}
-	t.Cleanup(r.stop)
+	r := &tpFelix{f: f, stop: runFelix(t, f)}
 	c.felix = r
 	if !wait {
 		return r

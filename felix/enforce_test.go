@@ -3,20 +3,19 @@ package felix_test
 import (
 	"context"
 	"errors"
-	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/ebpf"
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"github.com/tabbynet/tabby/felix"
 	"github.com/tabbynet/tabby/felix/internal/nettest"
 	"github.com/vishvananda/netns"
@@ -105,23 +104,7 @@ func TestPolicyEnforcement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("Run did not return after its context ended")
-			}
-		})
-	}
+	stop := runFelix(t, f)
 	defer stop()
 
 	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -39,12 +39,17 @@ func startFelix(t *testing.T, n *nettest.Node, node string, s datastore.Store, r
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &running{f: f, reg: reg, stop: runFelix(t, f)}
+}
+
+// runFelix runs f until the returned stop (also run at cleanup) cancels it and sees
+// Run return nil.
+func runFelix(t *testing.T, f *felix.Felix) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
 	var once sync.Once
-	r := &running{f: f, reg: reg}
-	r.stop = func() {
+	stop := func() {
 		once.Do(func() {
 			cancel()
 			select {
@@ -57,8 +62,8 @@ func startFelix(t *testing.T, n *nettest.Node, node string, s datastore.Store, r
 			}
 		})
 	}
-	t.Cleanup(r.stop)
-	return r
+	t.Cleanup(stop)
+	return stop
 }
 
 func mkWEP(ns, name, node, iface string, ips ...string) *v1.WorkloadEndpoint {
