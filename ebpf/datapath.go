@@ -91,7 +91,7 @@ func (d *Datapath) Close() error {
 func (d *Datapath) Unpin() error {
 	var errs []error
 	for _, m := range []*ebpf.Map{d.objs.TabbyConntrack, d.objs.TabbyCounters, d.objs.TabbyDrops,
-		d.objs.TabbyEndpoints, d.objs.TabbyIpcache, d.objs.TabbyPolicy} {
+		d.objs.TabbyEndpoints, d.objs.TabbyEpCounters, d.objs.TabbyIpcache, d.objs.TabbyPolicy} {
 		if err := m.Unpin(); err != nil {
 			errs = append(errs, err)
 		}

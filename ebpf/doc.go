@@ -9,6 +9,8 @@
 //
 // Per packet the program does a fixed number of map lookups whatever the number of
 // rules: endpoint (by ifindex), conntrack (forward and reverse), ipcache (LPM, the
-// peer's class), policy (at most six exact-match lookups, most specific first) and a
-// per-rule counter.
+// peer's class), policy (at most six exact-match lookups, most specific first; eight
+// for ICMP, whose type and code take the port's place), a per-rule counter (two when a
+// Log rule matched, which also emits a log event on the drop ring) and a per-endpoint
+// counter (by ifindex and direction, allowed and denied).
 package ebpf

@@ -23,6 +23,9 @@ const (
 	DropSpoof DropReason = 3
 	// DropNoEndpoint: the program is attached but SetEndpoint was not called.
 	DropNoEndpoint DropReason = 4
+	// DropLog is no drop: a Log rule (RuleID) matched a new flow's packet; the
+	// event's Verdict says what the program did next.
+	DropLog DropReason = 5
 )
 
 func (r DropReason) String() string {
@@ -35,11 +38,14 @@ func (r DropReason) String() string {
 		return "spoof"
 	case DropNoEndpoint:
 		return "no-endpoint"
+	case DropLog:
+		return "log"
 	}
 	return fmt.Sprintf("reason(%d)", uint8(r))
 }
 
-// DropEvent is one dropped packet. Port fields are zero for protocols without ports.
+// DropEvent is one dropped packet, or with Reason DropLog one packet a Log rule
+// matched. Port fields are zero for protocols without ports.
 type DropEvent struct {
 	Ifindex   int
 	Src, Dst  netip.Addr
@@ -49,6 +55,9 @@ type DropEvent struct {
 	Reason    DropReason
 	Direction Direction
 	RuleID    uint32
+	// Verdict (DropLog events only) is what the program did with the packet after
+	// logging it: Allow or Deny (a Deny also has its own drop event).
+	Verdict Verdict
 }
 
 // dropEventSize is sizeof(struct drop_event) in bpf/tabby.c.
@@ -69,8 +78,12 @@ func decodeDropEvent(b []byte) (DropEvent, error) {
 		Proto:     b[20],
 		Reason:    DropReason(b[21]),
 		Direction: Direction(b[22]),
+		Verdict:   Verdict(b[23]),
 	}, nil
 }
+
+// IsLog reports whether the event is a Log rule's report rather than a drop.
+func (e DropEvent) IsLog() bool { return e.Reason == DropLog }
 
 // DropReader reads drop events from the ring buffer. Only one reader should
 // consume a ring buffer at a time: events go to whoever reads first.

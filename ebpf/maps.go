@@ -53,6 +53,8 @@ const MaxEndpointAddrs = 4
 // (Proto, Port, class), (Proto, 0, class), (0, 0, class), then the same three
 // with Peer = ClassAny; the first hit decides, otherwise the endpoint default.
 // Port is the destination port in host order (0 = any); Proto 0 = any protocol.
+// For ICMP the port probe is two: ICMPExactPort(type, code), then ICMPTypePort(type)
+// (an ICMP packet of type 255, or a non-first fragment, skips both).
 type PolicyKey struct {
 	Endpoint  uint32
 	Direction Direction
@@ -61,11 +63,21 @@ type PolicyKey struct {
 	Peer      uint32
 }
 
+// ICMPExactPort is the PolicyKey port of one ICMP type and code: (type+1)<<8 | code.
+func ICMPExactPort(typ, code uint8) uint16 { return (uint16(typ)+1)<<8 | uint16(code) }
+
+// ICMPTypePort is the PolicyKey port of every code of an ICMP type: type+1.
+func ICMPTypePort(typ uint8) uint16 { return uint16(typ) + 1 }
+
 // PolicyValue is the decision for a PolicyKey; RuleID names the counter it bumps
 // and shows up in drop events. Rule id 0 is reserved for endpoint defaults.
+// LogRuleID, when not 0, is a Log rule that matched before the decision: the
+// program bumps its counter and emits a DropLog event naming it (with the verdict
+// that follows), then applies Verdict.
 type PolicyValue struct {
-	Verdict Verdict
-	RuleID  uint32
+	Verdict   Verdict
+	RuleID    uint32
+	LogRuleID uint32
 }
 
 // Endpoint configures one workload interface (keyed by the host-side ifindex).
@@ -154,7 +166,7 @@ func (d *Datapath) SetPolicy(k PolicyKey, v PolicyValue) error {
 	if err := d.check(); err != nil {
 		return err
 	}
-	val := tabbyPolicyValue{Verdict: uint8(v.Verdict), RuleId: v.RuleID}
+	val := tabbyPolicyValue{Verdict: uint8(v.Verdict), RuleId: v.RuleID, LogRuleId: v.LogRuleID}
 	if err := d.objs.TabbyPolicy.Put(policyKey(k), val); err != nil {
 		return fmt.Errorf("policy put %+v: %w", k, err)
 	}

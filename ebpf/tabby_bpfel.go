@@ -49,6 +49,21 @@ type tabbyEndpoint struct {
 	N_ipv4         uint32
 }
 
+type tabbyEpCounter struct {
+	_              structs.HostLayout
+	AllowedPackets uint64
+	AllowedBytes   uint64
+	DeniedPackets  uint64
+	DeniedBytes    uint64
+}
+
+type tabbyEpCounterKey struct {
+	_         structs.HostLayout
+	Ifindex   uint32
+	Direction uint8
+	Pad       [3]uint8
+}
+
 type tabbyIpcacheKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -65,24 +80,26 @@ type tabbyPolicyKey struct {
 }
 
 type tabbyPolicyValue struct {
-	_       structs.HostLayout
-	Verdict uint8
-	Pad     [3]uint8
-	RuleId  uint32
+	_         structs.HostLayout
+	Verdict   uint8
+	Pad       [3]uint8
+	RuleId    uint32
+	LogRuleId uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tabbyMapTabbyConntrack = "tabby_conntrack"
-	tabbyMapTabbyCounters  = "tabby_counters"
-	tabbyMapTabbyDrops     = "tabby_drops"
-	tabbyMapTabbyEndpoints = "tabby_endpoints"
-	tabbyMapTabbyIpcache   = "tabby_ipcache"
-	tabbyMapTabbyPolicy    = "tabby_policy"
-	tabbyProgTabbyFromWl   = "tabby_from_wl"
-	tabbyProgTabbyToWl     = "tabby_to_wl"
+	tabbyMapTabbyConntrack  = "tabby_conntrack"
+	tabbyMapTabbyCounters   = "tabby_counters"
+	tabbyMapTabbyDrops      = "tabby_drops"
+	tabbyMapTabbyEndpoints  = "tabby_endpoints"
+	tabbyMapTabbyEpCounters = "tabby_ep_counters"
+	tabbyMapTabbyIpcache    = "tabby_ipcache"
+	tabbyMapTabbyPolicy     = "tabby_policy"
+	tabbyProgTabbyFromWl    = "tabby_from_wl"
+	tabbyProgTabbyToWl      = "tabby_to_wl"
 )
 
 // loadTabby returns the embedded CollectionSpec for tabby.
@@ -135,12 +152,13 @@ type tabbyProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tabbyMapSpecs struct {
-	TabbyConntrack *ebpf.MapSpec `ebpf:"tabby_conntrack"`
-	TabbyCounters  *ebpf.MapSpec `ebpf:"tabby_counters"`
-	TabbyDrops     *ebpf.MapSpec `ebpf:"tabby_drops"`
-	TabbyEndpoints *ebpf.MapSpec `ebpf:"tabby_endpoints"`
-	TabbyIpcache   *ebpf.MapSpec `ebpf:"tabby_ipcache"`
-	TabbyPolicy    *ebpf.MapSpec `ebpf:"tabby_policy"`
+	TabbyConntrack  *ebpf.MapSpec `ebpf:"tabby_conntrack"`
+	TabbyCounters   *ebpf.MapSpec `ebpf:"tabby_counters"`
+	TabbyDrops      *ebpf.MapSpec `ebpf:"tabby_drops"`
+	TabbyEndpoints  *ebpf.MapSpec `ebpf:"tabby_endpoints"`
+	TabbyEpCounters *ebpf.MapSpec `ebpf:"tabby_ep_counters"`
+	TabbyIpcache    *ebpf.MapSpec `ebpf:"tabby_ipcache"`
+	TabbyPolicy     *ebpf.MapSpec `ebpf:"tabby_policy"`
 }
 
 // tabbyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -169,12 +187,13 @@ func (o *tabbyObjects) Close() error {
 //
 // It can be passed to loadTabbyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tabbyMaps struct {
-	TabbyConntrack *ebpf.Map `ebpf:"tabby_conntrack"`
-	TabbyCounters  *ebpf.Map `ebpf:"tabby_counters"`
-	TabbyDrops     *ebpf.Map `ebpf:"tabby_drops"`
-	TabbyEndpoints *ebpf.Map `ebpf:"tabby_endpoints"`
-	TabbyIpcache   *ebpf.Map `ebpf:"tabby_ipcache"`
-	TabbyPolicy    *ebpf.Map `ebpf:"tabby_policy"`
+	TabbyConntrack  *ebpf.Map `ebpf:"tabby_conntrack"`
+	TabbyCounters   *ebpf.Map `ebpf:"tabby_counters"`
+	TabbyDrops      *ebpf.Map `ebpf:"tabby_drops"`
+	TabbyEndpoints  *ebpf.Map `ebpf:"tabby_endpoints"`
+	TabbyEpCounters *ebpf.Map `ebpf:"tabby_ep_counters"`
+	TabbyIpcache    *ebpf.Map `ebpf:"tabby_ipcache"`
+	TabbyPolicy     *ebpf.Map `ebpf:"tabby_policy"`
 }
 
 func (m *tabbyMaps) Close() error {
@@ -183,6 +202,7 @@ func (m *tabbyMaps) Close() error {
 		m.TabbyCounters,
 		m.TabbyDrops,
 		m.TabbyEndpoints,
+		m.TabbyEpCounters,
 		m.TabbyIpcache,
 		m.TabbyPolicy,
 	)

@@ -219,23 +219,61 @@ type enforcer struct {
 	status map[string]string
 	// local is the last batch's list of local endpoints that was built (hasLocal).
 	local []localEndpoint
+	// renumbered lists datapath rule ids that name another rule since the last
+	// compile: their counters are reset once the maps hold the new policy.
+	renumbered []uint32
 }
 
+// newEnforcer prepares the policy enforcement, and registers its metrics (the
+// datapath's per-endpoint and per-rule counters, read when scraped).
 func newEnforcer(f *Felix, nst *dataplane.NSThread) *enforcer {
+	if err := f.m.registerPolicy(); err != nil {
+		f.log.Warn("no policy metrics", zap.Error(err))
+	}
 	return &enforcer{f: f, nst: nst, needs: true, attached: map[int]string{}, status: map[string]string{}}
 }
 
 // close releases the datapath's handles; pins, maps and attachments stay.
 func (e *enforcer) close() {
+	e.f.m.policy.set(nil)
 	if e.dp != nil {
 		_ = e.dp.Close()
 	}
+}
+
+// publishCounters gives the metrics collector the datapath and the names of its
+// counters' keys (the compiled rules, the attached interfaces).
+func (e *enforcer) publishCounters() {
+	if e.dp == nil || e.comp == nil {
+		return
+	}
+	eps := make(map[int]string, len(e.attached))
+	for idx, key := range e.attached {
+		eps[idx] = key
+	}
+	e.f.m.policy.set(&policyCounters{dp: e.dp, comp: e.comp, eps: eps})
+}
+
+// renumberedRules lists the datapath rule ids whose rule differs between old and c
+// (rule ids are positions in the compiled rule list).
+func renumberedRules(old, c *policy.Compiled) []uint32 {
+	if old == nil {
+		return nil
+	}
+	var ids []uint32
+	for i, r := range old.Rules {
+		if i >= len(c.Rules) || c.Rules[i] != r {
+			ids = append(ids, uint32(i)+1)
+		}
+	}
+	return ids
 }
 
 // apply compiles (when the input changed), writes the maps and attaches the programs.
 // It returns the errors to report; the caller retries after an error.
 func (e *enforcer) apply(b policyBatch, full bool, links int) []error {
 	defer e.publishExplain(b) // explain.go: a snapshot for ExplainPolicy and SubscribeDrops
+	defer e.publishCounters()
 	errs := make([]error, 0, len(b.watchErrs))
 	for _, m := range b.watchErrs {
 		errs = append(errs, errors.New(m))
@@ -252,6 +290,7 @@ func (e *enforcer) apply(b policyBatch, full bool, links int) []error {
 		if err != nil {
 			e.f.log.Warn("policy does not compile; keeping the last good one", zap.Error(err))
 		} else {
+			e.renumbered = append(e.renumbered, renumberedRules(e.comp, c)...)
 			e.comp, e.compiled = c, b.sources
 			e.ids = make(map[string]uint32, len(c.Endpoints))
 			for _, t := range c.Endpoints {
@@ -301,6 +340,12 @@ func (e *enforcer) apply(b policyBatch, full bool, links int) []error {
 		return append(errs, fmt.Errorf("write the policy maps: %w", err))
 	}
 	e.written, e.writeErr = e.compiled, nil
+	if len(e.renumbered) > 0 {
+		if err := e.dp.DeleteRuleCounters(e.renumbered...); err != nil {
+			e.f.log.Warn("reset the counters of renumbered rules", zap.Error(err))
+		}
+		e.renumbered = nil
+	}
 	if full {
 		// Flows idle past their timeout go now and then (the map is an LRU too).
 		if kept, deleted, err := e.dp.SweepConntrack(); err != nil {
@@ -336,6 +381,10 @@ func (e *enforcer) apply(b policyBatch, full bool, links int) []error {
 			continue
 		}
 		delete(e.attached, idx)
+		// A later interface with this index starts its counters from zero.
+		if err := e.dp.DeleteEndpointCounters(idx); err != nil {
+			e.f.log.Warn("reset the counters of a detached interface", zap.Error(err), zap.String("endpoint", key))
+		}
 	}
 	e.status = status
 	e.needs = len(failed) > 0

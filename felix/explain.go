@@ -97,7 +97,8 @@ type ExplainResult struct {
 	Notes    []string     `json:"notes,omitempty"`
 }
 
-// DropEvent is one packet the datapath dropped, named in policy terms.
+// DropEvent is one packet the datapath dropped, or (Log) one a Log rule matched,
+// named in policy terms.
 type DropEvent struct {
 	Time      time.Time `json:"time"`
 	Endpoint  string    `json:"endpoint"` // the local endpoint whose program dropped it
@@ -114,6 +115,9 @@ type DropEvent struct {
 	Reason       string       `json:"reason"`
 	RuleID       uint32       `json:"ruleID"`
 	Rule         *ExplainRule `json:"rule,omitempty"`
+	// Log: not a drop but the report of a Log rule (Rule) matching a new flow's
+	// packet; Reason is "log". A packet denied after it also has its drop event.
+	Log bool `json:"log,omitempty"`
 }
 
 // explainSnapshot is the enforcer's state as explain and the drop stream read it,
@@ -597,7 +601,7 @@ func dropEvent(s *explainSnapshot, ev ebpf.DropEvent, now time.Time) DropEvent {
 	out := DropEvent{Time: now, Endpoint: s.key[ev.Ifindex], Interface: s.iface[ev.Ifindex],
 		Direction: ev.Direction.String(), Src: ev.Src.String(), Dst: ev.Dst.String(),
 		Protocol: protoName(ev.Proto), SrcPort: ev.SrcPort, DstPort: ev.DstPort, Reason: ev.Reason.String(),
-		RuleID: ev.RuleID, Rule: ruleOf(s.comp, ev.RuleID)}
+		RuleID: ev.RuleID, Rule: ruleOf(s.comp, ev.RuleID), Log: ev.IsLog()}
 	if out.Interface == "" {
 		out.Interface = "if" + strconv.Itoa(ev.Ifindex)
 	}

@@ -5,7 +5,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// Action is what a rule does with a packet it matches.
+// Action is what a rule does with a packet it matches: Allow and Deny decide; Pass
+// skips the rest of the tier (the namespace profile allows); Log reports the packet
+// (an event on the node's drop stream, marked as a log, naming the rule) and goes on
+// to the next rule.
 // +kubebuilder:validation:Enum=Allow;Deny;Pass;Log
 type Action string
 
@@ -124,9 +127,12 @@ type Rule struct {
 	Protocol *intstr.IntOrString `json:"protocol,omitempty"`
 	// +optional
 	NotProtocol *intstr.IntOrString `json:"notProtocol,omitempty"`
-	// ICMP matches ICMP type and code; needs protocol ICMP or ICMPv6.
+	// ICMP matches ICMP type and code; needs protocol ICMP or ICMPv6. A type alone
+	// matches every code of that type; with a code, that type and code only.
 	// +optional
 	ICMP *ICMPFields `json:"icmp,omitempty"`
+	// NotICMP matches every ICMP message but the type (and code) it names; needs
+	// protocol ICMP or ICMPv6.
 	// +optional
 	NotICMP *ICMPFields `json:"notICMP,omitempty"`
 	// +optional
@@ -139,6 +145,7 @@ type Rule struct {
 
 // ICMPFields matches ICMP messages.
 type ICMPFields struct {
+	// Type is the ICMP type, e.g. 8 for an echo request.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=254
 	// +optional

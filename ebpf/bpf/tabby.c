@@ -6,8 +6,9 @@
 //   tabby_to_wl:   TC egress  (traffic entering the workload, policy "ingress")
 //
 // Per IPv4 packet the program does a fixed number of map lookups, whatever the
-// number of rules: endpoint, conntrack (2), ipcache (1), policy (at most 6),
-// counter (1). IPv6 and non-IP traffic pass untouched for now.
+// number of rules: endpoint, endpoint counter (1), conntrack (2), ipcache (1), policy
+// (at most 6; 8 for ICMP, whose type and code take the port's place), rule counter
+// (1, 2 when a Log rule matched). IPv6 and non-IP traffic pass untouched for now.
 //
 // Layouts here are mirrored by ebpf/maps.go; change both together.
 
@@ -34,6 +35,7 @@
 #define REASON_DEFAULT 2     // no rule matched, endpoint default is deny
 #define REASON_SPOOF 3	     // source IP or MAC is not the endpoint's
 #define REASON_NO_ENDPOINT 4 // program attached but endpoint not configured
+#define REASON_LOG 5	     // not a drop: a Log rule matched (drop_event.verdict says what followed)
 
 #define CT_KIND_ECHO_REQUEST 1 // ct_key.kind of a flow an ICMP echo request opened
 
@@ -77,6 +79,8 @@ struct ipcache_key {
 	__u32 addr; // network byte order
 };
 
+// For ICMP the port field carries the type and code: (type+1)<<8 | code for one type
+// and code, type+1 for every code of a type (felix/policy HashICMPExact/HashICMPType).
 struct policy_key {
 	__u32 endpoint;
 	__u8 direction;
@@ -85,10 +89,14 @@ struct policy_key {
 	__u32 peer;  // peer class id; CLASS_ANY = any peer
 };
 
+// log_rule_id != 0: a Log rule matched before the deciding rule (or the default): the
+// program reports the packet (a REASON_LOG event naming log_rule_id), then applies the
+// verdict.
 struct policy_value {
 	__u8 verdict;
 	__u8 pad[3];
 	__u32 rule_id;
+	__u32 log_rule_id;
 };
 
 struct endpoint {
@@ -123,6 +131,21 @@ struct counter {
 	__u64 bytes;
 };
 
+// Per-endpoint counters are keyed by the host-side ifindex (the tabby_endpoints key,
+// stable for the interface's life, unlike compiled endpoint ids) and direction.
+struct ep_counter_key {
+	__u32 ifindex;
+	__u8 direction;
+	__u8 pad[3];
+};
+
+struct ep_counter {
+	__u64 allowed_packets;
+	__u64 allowed_bytes;
+	__u64 denied_packets;
+	__u64 denied_bytes;
+};
+
 struct drop_event {
 	__u32 ifindex;
 	__u32 saddr;
@@ -133,7 +156,7 @@ struct drop_event {
 	__u8 proto;
 	__u8 reason;
 	__u8 direction;
-	__u8 pad;
+	__u8 verdict; // REASON_LOG: the verdict that followed (VERDICT_*); else 0
 };
 
 struct {
@@ -179,6 +202,14 @@ struct {
 } tabby_counters SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, struct ep_counter_key);
+	__type(value, struct ep_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tabby_ep_counters SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 18);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -193,6 +224,8 @@ struct flow {
 	__u8 proto;
 	__u16 ct_id;	 // ICMP echo identifier: tells ping flows apart in conntrack
 	__u8 icmp_type; // ICMP only
+	__u8 icmp_code; // ICMP only
+	__u8 has_icmp;	// ICMP type and code were read (not a non-first fragment)
 };
 
 // parse_ipv4 fills f from the packet; returns 0 for IPv4, 1 for pass-through
@@ -218,6 +251,8 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow *f, __u
 	f->dport = 0;
 	f->ct_id = 0;
 	f->icmp_type = 0;
+	f->icmp_code = 0;
+	f->has_icmp = 0;
 	// Non-first fragments carry no L4 header: they match port-wildcard rules only.
 	if (ip.frag_off & bpf_htons(0x1fff))
 		return 0;
@@ -235,12 +270,14 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow *f, __u
 		break;
 	}
 	case IPPROTO_ICMP: {
-		// ICMP has no ports; type and code do not take part in policy yet. An echo
+		// ICMP has no ports; its type and code take their place in policy. An echo
 		// request and its reply share an identifier, which conntrack keys on.
 		__u8 h[6];
 		if (bpf_skb_load_bytes(skb, l4, h, sizeof(h)) < 0)
 			return -1;
 		f->icmp_type = h[0];
+		f->icmp_code = h[1];
+		f->has_icmp = 1;
 		if (h[0] == ICMP_ECHO || h[0] == ICMP_ECHOREPLY)
 			f->ct_id = ((__u16)h[4] << 8) | h[5];
 		break;
@@ -261,8 +298,36 @@ static __always_inline void count(__u32 rule_id, __u32 len)
 	bpf_map_update_elem(&tabby_counters, &rule_id, &init, BPF_NOEXIST);
 }
 
-static __always_inline int drop(struct __sk_buff *skb, struct flow *f, __u8 dir, __u32 rule_id,
-				__u8 reason)
+// count_ep adds the packet to its interface's allowed or denied counter.
+static __always_inline void count_ep(__u32 ifindex, __u8 dir, int allowed, __u32 len)
+{
+	struct ep_counter_key k = {.ifindex = ifindex, .direction = dir};
+	struct ep_counter *c = bpf_map_lookup_elem(&tabby_ep_counters, &k);
+	if (c) {
+		if (allowed) {
+			c->allowed_packets++;
+			c->allowed_bytes += len;
+		} else {
+			c->denied_packets++;
+			c->denied_bytes += len;
+		}
+		return;
+	}
+	struct ep_counter init = {};
+	if (allowed) {
+		init.allowed_packets = 1;
+		init.allowed_bytes = len;
+	} else {
+		init.denied_packets = 1;
+		init.denied_bytes = len;
+	}
+	bpf_map_update_elem(&tabby_ep_counters, &k, &init, BPF_NOEXIST);
+}
+
+// report emits an event on the drops ring buffer: a drop, or (REASON_LOG) a packet a
+// Log rule matched, with the verdict that followed.
+static __always_inline void report(struct __sk_buff *skb, struct flow *f, __u8 dir, __u32 rule_id,
+				   __u8 reason, __u8 verdict)
 {
 	struct drop_event *e = bpf_ringbuf_reserve(&tabby_drops, sizeof(*e), 0);
 	if (e) {
@@ -275,9 +340,15 @@ static __always_inline int drop(struct __sk_buff *skb, struct flow *f, __u8 dir,
 		e->proto = f->proto;
 		e->reason = reason;
 		e->direction = dir;
-		e->pad = 0;
+		e->verdict = verdict;
 		bpf_ringbuf_submit(e, 0);
 	}
+}
+
+static __always_inline int drop(struct __sk_buff *skb, struct flow *f, __u8 dir, __u32 rule_id,
+				__u8 reason)
+{
+	report(skb, f, dir, rule_id, reason, 0);
 	return TC_ACT_SHOT;
 }
 
@@ -312,17 +383,29 @@ static __always_inline __u32 peer_class(__u32 addr)
 }
 
 // lookup_policy tries, most specific first: (proto, port), (proto, any port),
-// (any proto) for the peer's class, then the same three for any peer.
+// (any proto) for the peer's class, then the same three for any peer. For ICMP the
+// port probe is two: the exact type and code, then the type (type 255 has neither).
 static __always_inline struct policy_value *lookup_policy(__u32 ep, __u8 dir, struct flow *f,
 							  __u32 peer)
 {
 	struct policy_key k = {.endpoint = ep, .direction = dir};
 	struct policy_value *v;
+	int icmp = f->proto == IPPROTO_ICMP && f->has_icmp && f->icmp_type != 255;
 
 #pragma unroll
 	for (int p = 0; p < 2; p++) {
 		k.peer = p == 0 ? peer : CLASS_ANY;
 		k.proto = f->proto;
+		if (icmp) {
+			k.port = ((__u16)(f->icmp_type + 1) << 8) | f->icmp_code;
+			v = bpf_map_lookup_elem(&tabby_policy, &k);
+			if (v)
+				return v;
+			k.port = (__u16)f->icmp_type + 1;
+			v = bpf_map_lookup_elem(&tabby_policy, &k);
+			if (v)
+				return v;
+		}
 		k.port = f->dport;
 		if (k.port != 0) {
 			v = bpf_map_lookup_elem(&tabby_policy, &k);
@@ -372,12 +455,87 @@ static __always_inline int explain(struct __sk_buff *skb, __u8 dir)
 
 	__u32 peer = peer_class(dir == DIR_EGRESS ? f.daddr : f.saddr);
 	struct policy_value *pv = lookup_policy(ep->id, dir, &f, peer);
-	if (pv)
+	if (pv && pv->rule_id) // rule 0: the default, after a Log rule
 		return explained(skb, pv->verdict == VERDICT_ALLOW ? VERDICT_ALLOW : VERDICT_DENY, STAGE_POLICY,
 				 pv->rule_id, peer, ep->id);
 	__u8 def = dir == DIR_EGRESS ? ep->egress_default : ep->ingress_default;
 	return explained(skb, def == VERDICT_ALLOW ? VERDICT_ALLOW : VERDICT_DENY, STAGE_DEFAULT, 0, peer,
 			 ep->id);
+}
+
+// decide is handle's verdict for an IPv4 packet of a configured endpoint: 1 allow, 0
+// drop (the drop event is emitted).
+static __always_inline int decide(struct __sk_buff *skb, struct endpoint *ep, __u8 dir, struct flow *f,
+				  __u8 smac[6])
+{
+	__u32 ifindex = skb->ifindex;
+	if (dir == DIR_EGRESS && spoofed(ep, f, smac)) {
+		drop(skb, f, dir, 0, REASON_SPOOF);
+		return 0;
+	}
+
+	__u64 now = bpf_ktime_get_ns();
+	__u64 timeout = f->proto == IPPROTO_TCP ? CT_TIMEOUT_TCP_NS : CT_TIMEOUT_OTHER_NS;
+	// An ICMP echo flow is keyed by its identifier, and opened only by a request: a
+	// reply passes as the reverse of a request; a request is never taken for a reply.
+	// Other ICMP messages are not tracked: policy judges each by its type and code.
+	int icmp = f->proto == IPPROTO_ICMP;
+	int tracked = !icmp || !f->has_icmp || f->icmp_type == ICMP_ECHO || f->icmp_type == ICMP_ECHOREPLY;
+	__u8 kind = icmp && f->icmp_type == ICMP_ECHO ? CT_KIND_ECHO_REQUEST : 0;
+	struct ct_key ck = {.ifindex = ifindex,
+			    .saddr = f->saddr,
+			    .daddr = f->daddr,
+			    .sport = icmp ? f->ct_id : f->sport,
+			    .dport = icmp ? 0 : f->dport,
+			    .proto = f->proto,
+			    .kind = kind};
+	struct ct_value *cv = tracked ? bpf_map_lookup_elem(&tabby_conntrack, &ck) : NULL;
+	if (cv && cv->direction == dir && now - cv->last_seen_ns < timeout) {
+		cv->last_seen_ns = now;
+		return 1;
+	}
+	struct ct_key rk = {.ifindex = ifindex,
+			    .saddr = f->daddr,
+			    .daddr = f->saddr,
+			    .sport = icmp ? f->ct_id : f->dport,
+			    .dport = icmp ? 0 : f->sport,
+			    .proto = f->proto,
+			    .kind = icmp && f->icmp_type == ICMP_ECHOREPLY ? CT_KIND_ECHO_REQUEST : 0};
+	cv = kind == CT_KIND_ECHO_REQUEST || !tracked ? NULL : bpf_map_lookup_elem(&tabby_conntrack, &rk);
+	if (cv && cv->direction != dir && now - cv->last_seen_ns < timeout) {
+		cv->last_seen_ns = now;
+		cv->state = CT_STATE_ESTABLISHED;
+		return 1;
+	}
+
+	__u32 peer = peer_class(dir == DIR_EGRESS ? f->daddr : f->saddr);
+	struct policy_value *pv = lookup_policy(ep->id, dir, f, peer);
+	__u8 verdict;
+	__u32 rule_id = 0;
+	__u32 log_rule_id = 0;
+	if (pv) {
+		verdict = pv->verdict;
+		rule_id = pv->rule_id;
+		log_rule_id = pv->log_rule_id;
+	} else {
+		verdict = dir == DIR_EGRESS ? ep->egress_default : ep->ingress_default;
+	}
+	if (log_rule_id) {
+		count(log_rule_id, skb->len);
+		report(skb, f, dir, log_rule_id, REASON_LOG, verdict == VERDICT_ALLOW ? VERDICT_ALLOW : VERDICT_DENY);
+	}
+	count(rule_id, skb->len);
+	if (verdict != VERDICT_ALLOW) {
+		// An entry with rule 0 is the endpoint default that a Log rule preceded.
+		drop(skb, f, dir, rule_id, rule_id ? REASON_POLICY : REASON_DEFAULT);
+		return 0;
+	}
+
+	if (tracked) {
+		struct ct_value nv = {.last_seen_ns = now, .state = CT_STATE_NEW, .direction = dir};
+		bpf_map_update_elem(&tabby_conntrack, &ck, &nv, BPF_ANY);
+	}
+	return 1;
 }
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
@@ -393,62 +551,16 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	int r = parse_ipv4(skb, &f, smac);
 	if (r > 0)
 		return TC_ACT_UNSPEC;
-	if (r < 0)
+	if (r < 0) {
+		if (ep)
+			count_ep(ifindex, dir, 0, skb->len);
 		return TC_ACT_SHOT;
+	}
 	if (!ep)
 		return drop(skb, &f, dir, 0, REASON_NO_ENDPOINT);
-	if (dir == DIR_EGRESS && spoofed(ep, &f, smac))
-		return drop(skb, &f, dir, 0, REASON_SPOOF);
-
-	__u64 now = bpf_ktime_get_ns();
-	__u64 timeout = f.proto == IPPROTO_TCP ? CT_TIMEOUT_TCP_NS : CT_TIMEOUT_OTHER_NS;
-	// An ICMP echo flow is keyed by its identifier, and opened only by a request: a
-	// reply passes as the reverse of a request; a request is never taken for a reply.
-	int icmp = f.proto == IPPROTO_ICMP;
-	__u8 kind = icmp && f.icmp_type == ICMP_ECHO ? CT_KIND_ECHO_REQUEST : 0;
-	struct ct_key ck = {.ifindex = ifindex,
-			    .saddr = f.saddr,
-			    .daddr = f.daddr,
-			    .sport = icmp ? f.ct_id : f.sport,
-			    .dport = icmp ? 0 : f.dport,
-			    .proto = f.proto,
-			    .kind = kind};
-	struct ct_value *cv = bpf_map_lookup_elem(&tabby_conntrack, &ck);
-	if (cv && cv->direction == dir && now - cv->last_seen_ns < timeout) {
-		cv->last_seen_ns = now;
-		return TC_ACT_UNSPEC;
-	}
-	struct ct_key rk = {.ifindex = ifindex,
-			    .saddr = f.daddr,
-			    .daddr = f.saddr,
-			    .sport = icmp ? f.ct_id : f.dport,
-			    .dport = icmp ? 0 : f.sport,
-			    .proto = f.proto,
-			    .kind = icmp && f.icmp_type == ICMP_ECHOREPLY ? CT_KIND_ECHO_REQUEST : 0};
-	cv = kind == CT_KIND_ECHO_REQUEST ? NULL : bpf_map_lookup_elem(&tabby_conntrack, &rk);
-	if (cv && cv->direction != dir && now - cv->last_seen_ns < timeout) {
-		cv->last_seen_ns = now;
-		cv->state = CT_STATE_ESTABLISHED;
-		return TC_ACT_UNSPEC;
-	}
-
-	__u32 peer = peer_class(dir == DIR_EGRESS ? f.daddr : f.saddr);
-	struct policy_value *pv = lookup_policy(ep->id, dir, &f, peer);
-	__u8 verdict;
-	__u32 rule_id = 0;
-	if (pv) {
-		verdict = pv->verdict;
-		rule_id = pv->rule_id;
-	} else {
-		verdict = dir == DIR_EGRESS ? ep->egress_default : ep->ingress_default;
-	}
-	count(rule_id, skb->len);
-	if (verdict != VERDICT_ALLOW)
-		return drop(skb, &f, dir, rule_id, pv ? REASON_POLICY : REASON_DEFAULT);
-
-	struct ct_value nv = {.last_seen_ns = now, .state = CT_STATE_NEW, .direction = dir};
-	bpf_map_update_elem(&tabby_conntrack, &ck, &nv, BPF_ANY);
-	return TC_ACT_UNSPEC;
+	int allowed = decide(skb, ep, dir, &f, smac);
+	count_ep(ifindex, dir, allowed, skb->len);
+	return allowed ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }
 
 SEC("tc")

@@ -74,6 +74,9 @@ type Packet struct {
 	// ICMPID is an echo's identifier (zero: 1); ICMPReply makes it an echo reply.
 	ICMPID    uint16
 	ICMPReply bool
+	// ICMPTypeSet makes the ICMP message ICMPType/ICMPCode instead of an echo.
+	ICMPTypeSet        bool
+	ICMPType, ICMPCode uint8
 }
 
 // Default MACs of a Packet.
@@ -120,6 +123,9 @@ func Frame(p Packet) []byte {
 		}
 		if p.ICMPID != 0 {
 			binary.BigEndian.PutUint16(l4[4:], p.ICMPID)
+		}
+		if p.ICMPTypeSet {
+			l4[0], l4[1] = p.ICMPType, p.ICMPCode
 		}
 	}
 	if p.Proto != unix.IPPROTO_ICMP && len(l4) >= 4 {

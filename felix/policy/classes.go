@@ -141,20 +141,38 @@ func (cl *classifier) table(rules []*lRule, def Decision) []Entry {
 	return out
 }
 
-// firstMatch is the decision of the first rule matching proto and port.
+// firstMatch is the decision of the first rule matching proto and port; a Log rule
+// matching before it is recorded in the decision (the first one) and evaluation goes on.
 func firstMatch(rules []*lRule, proto uint8, port uint16, def Decision) Decision {
+	var d Decision
+	logged := false
+	var logID int32
 	for _, r := range rules {
 		if !r.matches(proto, port) {
 			continue
 		}
 		switch r.action {
 		case v1.ActionAllow:
-			return Decision{Verdict: Allow, Reason: ReasonRule, RuleID: r.id}
+			d = Decision{Verdict: Allow, Reason: ReasonRule, RuleID: r.id}
 		case v1.ActionDeny:
-			return Decision{Verdict: Deny, Reason: ReasonRule, RuleID: r.id}
+			d = Decision{Verdict: Deny, Reason: ReasonRule, RuleID: r.id}
 		case v1.ActionPass:
-			return Decision{Verdict: Allow, Reason: ReasonPass, RuleID: r.id}
+			d = Decision{Verdict: Allow, Reason: ReasonPass, RuleID: r.id}
+		case v1.ActionLog:
+			if !logged {
+				logged, logID = true, r.id
+			}
+			continue
+		default:
+			continue
 		}
+		if logged {
+			d.Log, d.LogRuleID = true, logID
+		}
+		return d
+	}
+	if logged {
+		def.Log, def.LogRuleID = true, logID
 	}
 	return def
 }

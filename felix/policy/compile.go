@@ -66,17 +66,33 @@ func Compile(in *Input) (*Compiled, error) {
 	return c, nil
 }
 
+// byName returns the indexes 0..n-1 sorted by key(i): rule ids are given in that order,
+// so they do not depend on the order of the input lists (a watch cache's map order).
+func byName(n int, key func(i int) string) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return key(idx[a]) < key(idx[b]) })
+	return idx
+}
+
 // policies normalises every policy of the input and sorts them by order, then name.
 func (n *normaliser) policies() ([]*pPolicy, error) {
 	var out []*pPolicy
-	for i := range n.in.KubePolicies {
+	in := n.in
+	for _, i := range byName(len(in.KubePolicies), func(i int) string {
+		return in.KubePolicies[i].Namespace + "/" + in.KubePolicies[i].Name
+	}) {
 		p, err := n.kubePolicy(&n.in.KubePolicies[i])
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		out = append(out, p)
 	}
-	for i := range n.in.Policies {
+	for _, i := range byName(len(in.Policies), func(i int) string {
+		return in.Policies[i].Namespace + "/" + in.Policies[i].Name
+	}) {
 		o := &n.in.Policies[i]
 		s := o.Spec
 		p, err := n.tabbyPolicy(o, "np "+o.Namespace+"/"+o.Name, o.Namespace, s.Order, s.Selector, "",
@@ -86,7 +102,7 @@ func (n *normaliser) policies() ([]*pPolicy, error) {
 		}
 		out = append(out, p)
 	}
-	for i := range n.in.GlobalPolicies {
+	for _, i := range byName(len(in.GlobalPolicies), func(i int) string { return in.GlobalPolicies[i].Name }) {
 		o := &n.in.GlobalPolicies[i]
 		s := o.Spec
 		p, err := n.tabbyPolicy(o, "gnp "+o.Name, "", s.Order, s.Selector, s.NamespaceSelector,

@@ -27,7 +27,9 @@
 //   - Pass: the rest of the tier is skipped and the endpoint's profile decides; Tabby
 //     has one tier and the namespace profile (kns.<namespace>) allows, so Pass allows,
 //     with reason "pass".
-//   - Log: no verdict; evaluation goes on (logging is the dataplane's business).
+//   - Log: no verdict; evaluation goes on. The decision finally taken (a later rule's,
+//     or the default) records the first Log rule that matched (Decision.Log,
+//     LogRuleID), so the datapath can report the packet in the same single lookup.
 //
 // If no policy selects the endpoint in that direction the packet is allowed (reason
 // "no-policy"). If some policy selects it but no rule decides, it is denied (reason
@@ -65,8 +67,12 @@
 // all NetworkSets and GlobalNetworkSets. A selected network set contributes its nets:
 // any address inside them matches. serviceAccounts matches endpoints by service-account
 // name and/or the account's labels (Input.ServiceAccounts). Not yet supported (error
-// wrapping ErrUnsupported): source ports, icmp/notICMP type and code, named notPorts on
-// the peer side.
+// wrapping ErrUnsupported): source ports, named notPorts on the peer side.
+//
+// ICMP (and ICMPv6): icmp {type} matches every code of the type, {type, code} that code
+// only; notICMP the opposite; protocol must be ICMP (ICMPv6). Wherever a destination
+// port goes, an ICMP packet's is ICMPPort(type, code) = type<<8 | code, so icmp {type}
+// is a port block of 8 bits, {type, code} one port, and notICMP works as notPorts.
 //
 // # Output: classes, ipcache, policy tables
 //
@@ -99,7 +105,7 @@
 // allow; else the peer's class from the ipcache LPM — one lookup; then the policy LPM
 // with {class, proto, port} — one lookup; no entry means the default. That is three map
 // lookups whatever the number of rules, policies or CIDRs. Protocols without ports use
-// port 0.
+// port 0, except ICMP and ICMPv6, which use ICMPPort(type, code).
 //
 // # Exact-match layout
 //
@@ -109,6 +115,9 @@
 // six probes, still independent of the rules. [Compiled.HashEntries] expands the LPM
 // tables into that layout (a port block becomes one entry per port; port 0 being the
 // wildcard, a TCP/UDP/SCTP packet to port 0 gets its protocol's decision), with a cap
-// per table (error wrapping [ErrTooLarge]); [HashEvaluator] mirrors those probes.
-// [DatapathRuleID] shifts rule ids by one, since the datapath reserves 0 for defaults.
+// per table (error wrapping [ErrTooLarge]); [HashEvaluator] mirrors those probes. For
+// ICMP the port probe is two, [HashICMPExact] (type and code) then [HashICMPType]:
+// at most eight probes; type 255 has no encoding and gets ICMP's protocol decision.
+// [DatapathRuleID] shifts rule ids by one, since the datapath reserves 0 for defaults;
+// [DatapathLogRuleID] likewise for the Log rule of a decision (0: none).
 package policy

@@ -11,6 +11,9 @@ func (c *Compiled) describe(d Decision) string {
 	if d.RuleID >= 0 && int(d.RuleID) < len(c.Rules) {
 		s += fmt.Sprintf(" #%d (%s)", d.RuleID, c.Rules[d.RuleID])
 	}
+	if d.Log && d.LogRuleID >= 0 && int(d.LogRuleID) < len(c.Rules) {
+		s += fmt.Sprintf(", log #%d (%s)", d.LogRuleID, c.Rules[d.LogRuleID])
+	}
 	return s
 }
 

@@ -14,7 +14,7 @@ import (
 var ErrInvalid = errors.New("invalid policy input")
 
 // ErrUnsupported is wrapped by errors for valid rules this compiler cannot yet express
-// in the lookup tables (source ports, ICMP type/code, named notPorts on the peer).
+// in the lookup tables (source ports, named notPorts on the peer).
 var ErrUnsupported = errors.New("unsupported policy feature")
 
 // IP protocol numbers used by the compiler.
@@ -125,12 +125,25 @@ func (r Reason) String() string {
 }
 
 // Decision is what a table entry holds: the verdict and, for rule and pass reasons, the
-// id of the deciding rule in Compiled.Rules (-1 otherwise).
+// id of the deciding rule in Compiled.Rules (-1 otherwise). Log is set when a Log rule
+// matched before the decision was taken (whatever decided, an end-of-tier default
+// included); LogRuleID is then the first such rule's id. The datapath reports the
+// packet naming that rule, then applies the verdict.
 type Decision struct {
-	Verdict Verdict
-	Reason  Reason
-	RuleID  int32
+	Verdict   Verdict
+	Reason    Reason
+	RuleID    int32
+	Log       bool
+	LogRuleID int32
 }
+
+// ICMPPort is the value that stands for an ICMP (or ICMPv6) packet's type and code
+// wherever a destination port goes (Evaluator.Verdict, table entries): type<<8 | code.
+// A rule's icmp {type} is the port block of that type (8 bits), {type, code} one port.
+func ICMPPort(typ, code uint8) uint16 { return uint16(typ)<<8 | uint16(code) }
+
+// isICMP reports whether proto's "port" is ICMPPort(type, code).
+func isICMP(proto uint8) bool { return proto == ProtoICMP || proto == ProtoICMPv6 }
 
 // Direction of traffic relative to the endpoint a table belongs to.
 type Direction uint8

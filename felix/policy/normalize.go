@@ -322,9 +322,6 @@ func (n *normaliser) tabbyRule(id int32, ns string, dir Direction, r *v1.Rule) (
 	if len(r.Source.Ports) > 0 || len(r.Source.NotPorts) > 0 {
 		return nil, fmt.Errorf("source ports: %w", ErrUnsupported)
 	}
-	if r.ICMP != nil || r.NotICMP != nil {
-		return nil, fmt.Errorf("icmp type/code: %w", ErrUnsupported)
-	}
 	pr := &pRule{id: id, action: r.Action, portsOnPeer: dir == Egress}
 	if r.Protocol != nil {
 		p, err := v1.ProtocolNumber(*r.Protocol)
@@ -368,7 +365,31 @@ func (n *normaliser) tabbyRule(id int32, ns string, dir Direction, r *v1.Rule) (
 		}
 	}
 	pr.hasPorts = len(r.Destination.Ports) > 0
+	if r.ICMP != nil || r.NotICMP != nil {
+		if len(pr.protos) != 1 || !isICMP(pr.protos[0]) || pr.hasPorts || len(pr.notPorts) > 0 {
+			return nil, fmt.Errorf("icmp/notICMP need protocol ICMP or ICMPv6 and no ports")
+		}
+		if ps, ok := icmpPorts(r.ICMP); ok {
+			pr.ports, pr.hasPorts = []portSpec{ps}, true
+		}
+		if ps, ok := icmpPorts(r.NotICMP); ok {
+			pr.notPorts = []portSpec{ps}
+		}
+	}
 	return pr, nil
+}
+
+// icmpPorts turns icmp {type, code} into the ICMPPort range it matches (Calico v3: a
+// type alone matches every code of it); ok is false when f sets no type (no condition).
+func icmpPorts(f *v1.ICMPFields) (portSpec, bool) {
+	if f == nil || f.Type == nil {
+		return portSpec{}, false
+	}
+	t := uint8(*f.Type)
+	if f.Code == nil {
+		return portSpec{first: ICMPPort(t, 0), last: ICMPPort(t, 255)}, true
+	}
+	return portSpec{first: ICMPPort(t, uint8(*f.Code)), last: ICMPPort(t, uint8(*f.Code))}, true
 }
 
 // entity converts one side of a Tabby rule (without its ports) to a matcher.

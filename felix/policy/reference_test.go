@@ -115,7 +115,13 @@ func randomInput(r *rand.Rand) *Input {
 		var rules []v1.Rule
 		for range 1 + r.IntN(4) {
 			rule := v1.Rule{Action: actions[r.IntN(4)]}
-			switch r.IntN(4) {
+			switch r.IntN(6) {
+			case 4:
+				rule.Protocol = proto("ICMP")
+				rule.ICMP = randomICMP(r)
+			case 5:
+				rule.Protocol = proto("ICMP")
+				rule.NotICMP = randomICMP(r)
 			case 0:
 				rule.Protocol = proto("TCP")
 				rule.Destination.Ports = []intstr.IntOrString{intstr.FromString(fmt.Sprintf("%d:%d", 70+r.IntN(20), 90+r.IntN(8000)))}
@@ -138,6 +144,28 @@ func randomInput(r *rand.Rand) *Input {
 	return in
 }
 
+// randomICMP is icmp {type} or {type, code} over a few types and codes, or {} (no
+// condition).
+func randomICMP(r *rand.Rand) *v1.ICMPFields {
+	f := &v1.ICMPFields{}
+	if r.IntN(5) == 0 {
+		return f
+	}
+	t := []int{0, 3, 8, 11, 254}[r.IntN(5)]
+	f.Type = &t
+	if r.IntN(2) == 0 {
+		c := []int{0, 1, 4, 255}[r.IntN(4)]
+		f.Code = &c
+	}
+	return f
+}
+
+// probeICMP are ICMPPort values worth probing: around the types and codes randomICMP
+// uses, and type 255.
+var probeICMP = []uint16{ICMPPort(0, 0), ICMPPort(0, 7), ICMPPort(3, 0), ICMPPort(3, 1), ICMPPort(3, 4),
+	ICMPPort(3, 255), ICMPPort(5, 0), ICMPPort(8, 0), ICMPPort(8, 1), ICMPPort(11, 0), ICMPPort(254, 255),
+	ICMPPort(255, 0)}
+
 // TestTablesMatchReference compares the evaluator with the reference on random inputs.
 func TestTablesMatchReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
@@ -152,6 +180,9 @@ func TestTablesMatchReference(t *testing.T) {
 			src, dst := addr(addrs[r.IntN(len(addrs))]), addr(addrs[r.IntN(len(addrs))])
 			proto := []uint8{ProtoTCP, ProtoUDP, ProtoICMP, ProtoSCTP}[r.IntN(4)]
 			port := ports[r.IntN(len(ports))]
+			if proto == ProtoICMP {
+				port = probeICMP[r.IntN(len(probeICMP))]
+			}
 			got := ev.Verdict(src, dst, proto, port)
 			wantI := reference(t, in, dst, src, Ingress, proto, port)
 			wantE := reference(t, in, src, dst, Egress, proto, port)

@@ -6,7 +6,10 @@
 // endpoints' host-side ifindex, IPv4 addresses and MAC) into the datapath's map
 // entries, and the diff that writes only what changed. Verdicts are translated
 // (policy.Allow/Deny to ebpf.Allow/Deny), rule ids shifted by one
-// ([policy.DatapathRuleID]; 0 is the datapath's default rule), and IPv6 prefixes and
+// ([policy.DatapathRuleID]; 0 is the datapath's default rule), a Log rule matched
+// before the decision becomes the value's log rule id ([policy.DatapathLogRuleID]),
+// ICMP type and code ride in the port field as [policy.HashEntries] encodes them, and
+// IPv6 prefixes and
 // addresses are skipped (the datapath is IPv4-only) and counted in [Stats].
 //
 // A [Writer] owns tabby_ipcache, tabby_policy and tabby_endpoints completely: after a

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tabbynet/tabby/ebpf"
+	"github.com/tabbynet/tabby/felix/policy"
 )
 
 func loadAt(t *testing.T, dir string) *ebpf.Datapath {
@@ -21,8 +22,13 @@ func loadAt(t *testing.T, dir string) *ebpf.Datapath {
 
 var peerMAC = net.HardwareAddr{0x02, 0xff, 0x00, 0x00, 0x00, 0x99}
 
-// frame builds Ethernet + IPv4 + L4 headers (see ebpftest.Frame).
+// frame builds Ethernet + IPv4 + L4 headers (see ebpftest.Frame); for ICMP, dport is
+// policy.ICMPPort(type, code) of the message.
 func frame(srcMAC net.HardwareAddr, src, dst netip.Addr, proto uint8, sport, dport uint16) []byte {
-	return ebpftest.Frame(ebpftest.Packet{SrcMAC: srcMAC, DstMAC: peerMAC, Src: src, Dst: dst, Proto: proto,
-		SPort: sport, DPort: dport})
+	p := ebpftest.Packet{SrcMAC: srcMAC, DstMAC: peerMAC, Src: src, Dst: dst, Proto: proto,
+		SPort: sport, DPort: dport}
+	if proto == policy.ProtoICMP {
+		p.DPort, p.ICMPTypeSet, p.ICMPType, p.ICMPCode = 0, true, uint8(dport>>8), uint8(dport)
+	}
+	return ebpftest.Frame(p)
 }

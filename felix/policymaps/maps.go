@@ -35,9 +35,10 @@ type rawPolicyKey struct {
 }
 
 type rawPolicyValue struct {
-	Verdict uint8
-	Pad     [3]uint8
-	RuleID  uint32
+	Verdict   uint8
+	Pad       [3]uint8
+	RuleID    uint32
+	LogRuleID uint32
 }
 
 type rawEndpoint struct {
@@ -121,7 +122,7 @@ func dump(dir string) (*state, capacities, error) {
 	for it.Next(&pk, &pv) {
 		k := ebpf.PolicyKey{Endpoint: pk.Endpoint, Direction: ebpf.Direction(pk.Direction), Proto: pk.Proto,
 			Port: pk.Port, Peer: pk.Peer}
-		s.policy[k] = ebpf.PolicyValue{Verdict: ebpf.Verdict(pv.Verdict), RuleID: pv.RuleID}
+		s.policy[k] = ebpf.PolicyValue{Verdict: ebpf.Verdict(pv.Verdict), RuleID: pv.RuleID, LogRuleID: pv.LogRuleID}
 	}
 	err = it.Err()
 	_ = m.Close()

@@ -192,7 +192,8 @@ func (w *Writer) desired(c *policy.Compiled, eps []Endpoint, st *Stats) (*state,
 	for _, h := range hes {
 		k := ebpf.PolicyKey{Endpoint: h.Endpoint, Direction: toDirection(h.Direction), Proto: h.Proto,
 			Port: h.Port, Peer: h.Class}
-		s.policy[k] = ebpf.PolicyValue{Verdict: toVerdict(h.Decision.Verdict), RuleID: policy.DatapathRuleID(h.Decision)}
+		s.policy[k] = ebpf.PolicyValue{Verdict: toVerdict(h.Decision.Verdict), RuleID: policy.DatapathRuleID(h.Decision),
+			LogRuleID: policy.DatapathLogRuleID(h.Decision)}
 	}
 	tables := make(map[uint32]*policy.EndpointTables, len(c.Endpoints))
 	for i := range c.Endpoints {

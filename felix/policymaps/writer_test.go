@@ -133,6 +133,9 @@ func expected(t *testing.T, c *policy.Compiled, eps []Endpoint) *state {
 		if h.Decision.RuleID < 0 {
 			v.RuleID = 0
 		}
+		if h.Decision.Log {
+			v.LogRuleID = uint32(h.Decision.LogRuleID + 1)
+		}
 		if h.Decision.Verdict == policy.Allow {
 			v.Verdict = ebpf.Allow
 		}
@@ -235,10 +238,11 @@ var peers = []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.9.9.9", "192.168.5.
 var services = []struct {
 	proto uint8
 	port  uint16
-}{{tcp, 5432}, {tcp, 443}, {tcp, 8001}, {tcp, 8003}, {tcp, 8004}, {tcp, 6379}, {udp, 53}, {udp, 5432}, {icmp, 0},
-	{sctp, 5432}}
+}{{tcp, 5432}, {tcp, 443}, {tcp, 8001}, {tcp, 8003}, {tcp, 8004}, {tcp, 6379}, {udp, 53}, {udp, 5432},
+	{sctp, 5432}, {icmp, policy.ICMPPort(8, 0)}, {icmp, policy.ICMPPort(0, 0)}, {icmp, policy.ICMPPort(3, 4)},
+	{icmp, policy.ICMPPort(3, 1)}, {icmp, policy.ICMPPort(11, 0)}, {icmp, policy.ICMPPort(5, 1)}}
 
-var sport uint16 = 20000
+var sport uint16 = 20000 // for ICMP, port is policy.ICMPPort(type, code)
 
 // checkVerdicts runs packets to and from the endpoint on ifindex 1 through the real
 // program and compares each with the evaluator's verdict for that direction.
