@@ -2,9 +2,10 @@ package ebpf
 
 import (
 	"fmt"
-	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"net/netip"
 	"testing"
+
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 )
 
 // BenchmarkPolicyMiss measures the worst case (every policy lookup misses, the

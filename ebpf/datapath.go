@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -18,6 +19,11 @@ const DefaultPinDir = "/sys/fs/bpf/tabby"
 type Options struct {
 	// PinDir must be on a bpffs; it is created if missing. Empty means DefaultPinDir.
 	PinDir string
+	// ReplaceIncompatible removes a pinned map whose layout is not this program's (an
+	// upgrade changed it) and creates it anew, instead of failing. Its contents are
+	// lost (flows in conntrack, counters); the policy maps are written again by their
+	// owner before the new programs are attached. Datapath.Replaced names them.
+	ReplaceIncompatible bool
 }
 
 // Datapath is the loaded program pair and its maps. Maps are pinned by name under
@@ -25,6 +31,8 @@ type Options struct {
 // restart. A Datapath is safe for concurrent use.
 type Datapath struct {
 	pinDir string
+	// Replaced names the pinned maps Load replaced (Options.ReplaceIncompatible).
+	Replaced []string
 
 	mu     sync.Mutex
 	closed bool
@@ -51,6 +59,11 @@ func Load(opts Options) (*Datapath, error) {
 	err := loadTabbyObjects(&d.objs, &ebpf.CollectionOptions{
 		Maps: ebpf.MapOptions{PinPath: dir},
 	})
+	if errors.Is(err, ebpf.ErrMapIncompatible) && opts.ReplaceIncompatible {
+		if d.Replaced, err = removeIncompatible(dir); err == nil {
+			err = loadTabbyObjects(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}})
+		}
+	}
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("load tabby objects: a map pinned under %s has an older layout "+
 			"(remove the pins to start over): %w", dir, err)
@@ -70,6 +83,41 @@ func Load(opts Options) (*Datapath, error) {
 		}
 	}
 	return d, nil
+}
+
+// removeIncompatible removes the pins under dir of maps whose layout differs from this
+// program's and returns their names. The programs attached now keep the old maps alive
+// until they are replaced.
+func removeIncompatible(dir string) ([]string, error) {
+	spec, err := loadTabby()
+	if err != nil {
+		return nil, fmt.Errorf("load the program spec: %w", err)
+	}
+	var removed []string
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return removed, fmt.Errorf("open pinned map %s: %w", name, err)
+		}
+		incompatible := ms.Compatible(m) != nil
+		_ = m.Close()
+		if !incompatible {
+			continue
+		}
+		if err := os.Remove(path); err != nil {
+			return removed, fmt.Errorf("remove incompatible map pin %s: %w", name, err)
+		}
+		removed = append(removed, name)
+	}
+	sort.Strings(removed)
+	return removed, nil
 }
 
 // PinDir returns the directory the datapath pins under.

@@ -2,13 +2,13 @@ package ebpf
 
 import (
 	"errors"
-	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"net/netip"
 	"os"
 	"testing"
 	"time"
 
 	ciliumebpf "github.com/cilium/ebpf"
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"golang.org/x/sys/unix"
 )
 

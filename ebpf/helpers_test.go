@@ -1,10 +1,11 @@
 package ebpf
 
 import (
-	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 )
 
 func loadTest(t *testing.T) *Datapath {

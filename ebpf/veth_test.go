@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )

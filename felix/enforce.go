@@ -306,9 +306,15 @@ func (e *enforcer) apply(b policyBatch, full bool, links int) []error {
 		return errs
 	}
 	if e.dp == nil {
-		dp, err := ebpf.Load(ebpf.Options{PinDir: e.f.cfg.BPFPinDir})
+		dp, err := ebpf.Load(ebpf.Options{PinDir: e.f.cfg.BPFPinDir, ReplaceIncompatible: true})
 		if err != nil {
 			return append(errs, fmt.Errorf("load the policy datapath: %w", err))
+		}
+		if len(dp.Replaced) > 0 {
+			// An upgrade changed their layout: the policy maps are written again below,
+			// before the new programs replace the old ones; tracked flows start over.
+			e.f.log.Warn("pinned BPF maps had an older layout; replaced them",
+				zap.Strings("maps", dp.Replaced), zap.String("pinDir", e.f.cfg.BPFPinDir))
 		}
 		e.dp, e.w = dp, policymaps.New(dp, e.f.log.Named("policymaps"))
 	}

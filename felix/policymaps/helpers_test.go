@@ -1,12 +1,12 @@
 package policymaps
 
 import (
-	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"net"
 	"net/netip"
 	"testing"
 
 	"github.com/tabbynet/tabby/ebpf"
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"github.com/tabbynet/tabby/felix/policy"
 )
 

@@ -3,12 +3,12 @@ package policymaps
 import (
 	"errors"
 	"fmt"
-	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"net"
 	"net/netip"
 	"testing"
 
 	"github.com/tabbynet/tabby/ebpf"
+	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"github.com/tabbynet/tabby/felix/policy"
 	"go.uber.org/zap/zaptest"
 	corev1 "k8s.io/api/core/v1"
