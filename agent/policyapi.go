@@ -173,5 +173,5 @@ func explanationOut(r *felix.ExplainResult) localapi.Explanation {
 func dropOut(e felix.DropEvent) localapi.DropEvent {
 	return localapi.DropEvent{Time: e.Time, Endpoint: e.Endpoint, Interface: e.Interface, Direction: e.Direction,
 		Peer: e.Peer, PeerEndpoint: e.PeerEndpoint, Src: e.Src, Dst: e.Dst, Protocol: e.Protocol,
-		SrcPort: e.SrcPort, DstPort: e.DstPort, Reason: e.Reason, RuleID: e.RuleID, Rule: ruleOut(e.Rule)}
+		SrcPort: e.SrcPort, DstPort: e.DstPort, Reason: e.Reason, RuleID: e.RuleID, Rule: ruleOut(e.Rule), Log: e.Log}
 }

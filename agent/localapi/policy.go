@@ -82,7 +82,8 @@ type Explanation struct {
 	Notes   []string     `json:"notes,omitempty"`
 }
 
-// DropEvent is one line of GET /policy/drops: a packet the datapath dropped.
+// DropEvent is one line of GET /policy/drops: a packet the datapath dropped, or (Log)
+// a new flow a Log rule matched (reason "log"; the flow may have been allowed).
 type DropEvent struct {
 	Time time.Time `json:"time"`
 	// Endpoint is the local endpoint whose program dropped it, on Interface.
@@ -100,6 +101,7 @@ type DropEvent struct {
 	Reason       string      `json:"reason"`
 	RuleID       uint32      `json:"ruleID"`
 	Rule         *PolicyRule `json:"rule,omitempty"`
+	Log          bool        `json:"log,omitempty"`
 }
 
 // ExplainPolicy calls POST /policy/explain.
