@@ -15,6 +15,7 @@ import (
 	"github.com/tabbynet/tabby/bgp/controller"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/felix"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -27,6 +28,9 @@ const (
 	DefaultAutodetect         = "first-found"
 	DefaultResyncInterval     = 90 * time.Second
 	DefaultBGPSecretNamespace = controller.DefaultSecretNamespace
+	DefaultLibvirtURI         = "qemu:///system"
+	DefaultVMTapPrefix        = "tap,vnet"
+	DefaultVMNamespace        = "default"
 )
 
 // Config is the agent's configuration, from flags and the environment.
@@ -49,7 +53,21 @@ type Config struct {
 	// Policy enforces network policy with the eBPF datapath (felix.Config.Policy).
 	Policy bool
 	// BPFPinDir is where the policy datapath pins its maps, programs and links.
-	BPFPinDir   string
+	BPFPinDir string
+	// VMEndpoints runs the libvirt watcher (package vmendpoint): guest taps become
+	// WorkloadEndpoints. Off quietly (reported in status) where libvirt is absent.
+	VMEndpoints bool
+	// LibvirtURI is the libvirt connection the watcher follows.
+	LibvirtURI string
+	// VMTapPrefix is a comma-separated list: an ethernet interface of a guest becomes
+	// an endpoint when its tap starts with one of them ("" means every one).
+	VMTapPrefix string
+	// VMNamespace holds the WorkloadEndpoints of guests whose metadata names none.
+	VMNamespace string
+	// VMDNS and VMDNSSearch are comma-separated lists the guests' DHCP offers carry:
+	// name server addresses and search domains.
+	VMDNS       string
+	VMDNSSearch string
 	ShowVersion bool
 }
 
@@ -75,6 +93,12 @@ var settings = []setting{
 	{"bgp-secret-namespace", []string{"TABBY_BGP_SECRET_NAMESPACE"}},
 	{"policy", []string{"TABBY_POLICY"}},
 	{"bpf-pin-dir", []string{"TABBY_BPF_PIN_DIR"}},
+	{"vm-endpoints", []string{"TABBY_VM_ENDPOINTS"}},
+	{"libvirt-uri", []string{"TABBY_LIBVIRT_URI"}},
+	{"vm-tap-prefix", []string{"TABBY_VM_TAP_PREFIX"}},
+	{"vm-namespace", []string{"TABBY_VM_NAMESPACE"}},
+	{"vm-dns", []string{"TABBY_VM_DNS"}},
+	{"vm-dns-search", []string{"TABBY_VM_DNS_SEARCH"}},
 }
 
 // FlagSet returns the agent's flags bound to c, with their defaults.
@@ -97,6 +121,12 @@ func (c *Config) FlagSet(out io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.BGPSecretNamespace, "bgp-secret-namespace", DefaultBGPSecretNamespace, "namespace of the Secrets BGP passwords name (env TABBY_BGP_SECRET_NAMESPACE)")
 	fs.BoolVar(&c.Policy, "policy", true, "enforce network policy with the eBPF datapath; false removes Tabby's programs and pins (env TABBY_POLICY)")
 	fs.StringVar(&c.BPFPinDir, "bpf-pin-dir", felix.DefaultBPFPinDir, "directory on a bpffs for the policy datapath's pins; one per agent (env TABBY_BPF_PIN_DIR)")
+	fs.BoolVar(&c.VMEndpoints, "vm-endpoints", true, "make libvirt guests' taps WorkloadEndpoints; off quietly where libvirt is absent (env TABBY_VM_ENDPOINTS)")
+	fs.StringVar(&c.LibvirtURI, "libvirt-uri", DefaultLibvirtURI, "libvirt connection of the guests (env TABBY_LIBVIRT_URI)")
+	fs.StringVar(&c.VMTapPrefix, "vm-tap-prefix", DefaultVMTapPrefix, `comma-separated prefixes of the guest taps that become endpoints; "" means every ethernet interface (env TABBY_VM_TAP_PREFIX)`)
+	fs.StringVar(&c.VMNamespace, "vm-namespace", DefaultVMNamespace, "namespace of VM WorkloadEndpoints whose domain metadata names none (env TABBY_VM_NAMESPACE)")
+	fs.StringVar(&c.VMDNS, "vm-dns", "", "comma-separated name server addresses the guests' DHCP offers carry (env TABBY_VM_DNS)")
+	fs.StringVar(&c.VMDNSSearch, "vm-dns-search", "", "comma-separated search domains the guests' DHCP offers carry (env TABBY_VM_DNS_SEARCH)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	return fs
 }
@@ -185,7 +215,65 @@ func (c *Config) Validate() error {
 	if c.ResyncInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--resync-interval: %v is not positive", c.ResyncInterval))
 	}
+	if c.VMEndpoints {
+		errs = append(errs, c.validateVM()...)
+	}
 	return errors.Join(errs...)
+}
+
+// validateVM checks the VM endpoint settings.
+func (c *Config) validateVM() []error {
+	var errs []error
+	if c.LibvirtURI == "" {
+		errs = append(errs, errors.New("--libvirt-uri: empty (e.g. "+DefaultLibvirtURI+")"))
+	}
+	if msgs := validation.IsDNS1123Label(c.VMNamespace); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("--vm-namespace: %q is not a namespace name: %s", c.VMNamespace, strings.Join(msgs, ", ")))
+	}
+	if _, err := c.VMDNSServers(); err != nil {
+		errs = append(errs, fmt.Errorf("--vm-dns: %w", err))
+	}
+	for _, d := range splitList(c.VMDNSSearch) {
+		if msgs := validation.IsDNS1123Subdomain(d); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--vm-dns-search: %q is not a domain: %s", d, strings.Join(msgs, ", ")))
+		}
+	}
+	for _, p := range c.VMTapPrefixes() {
+		if len(p) > 14 || strings.ContainsAny(p, " /:") {
+			errs = append(errs, fmt.Errorf("--vm-tap-prefix: %q is not the start of an interface name (at most 14 characters, no spaces, '/' or ':')", p))
+		}
+	}
+	return errs
+}
+
+// VMTapPrefixes splits --vm-tap-prefix.
+func (c *Config) VMTapPrefixes() []string { return splitList(c.VMTapPrefix) }
+
+// VMDNSServers parses --vm-dns.
+func (c *Config) VMDNSServers() ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range splitList(c.VMDNS) {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return nil, fmt.Errorf("%q is not an IPv4 address", s)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// VMDNSSearchDomains splits --vm-dns-search.
+func (c *Config) VMDNSSearchDomains() []string { return splitList(c.VMDNSSearch) }
+
+// splitList splits a comma-separated list, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // StaticIP is the address --ip gives, or an invalid prefix when the address is to be

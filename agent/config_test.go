@@ -22,7 +22,8 @@ func TestConfigDefaults(t *testing.T) {
 	want := Config{NodeName: "node-a", LogLevel: "info", LogFormat: "json", HealthAddr: DefaultHealthAddr,
 		MetricsAddr: DefaultMetricsAddr, Socket: DefaultSocket, IPAutodetect: "first-found",
 		NodenameFile: DefaultNodenameFile, ResyncInterval: DefaultResyncInterval,
-		BGP: true, BGPSecretNamespace: DefaultBGPSecretNamespace, Policy: true, BPFPinDir: "/sys/fs/bpf/tabby"}
+		BGP: true, BGPSecretNamespace: DefaultBGPSecretNamespace, Policy: true, BPFPinDir: "/sys/fs/bpf/tabby",
+		VMEndpoints: true, LibvirtURI: "qemu:///system", VMTapPrefix: "tap,vnet", VMNamespace: "default"}
 	if c != want {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
 	}
@@ -38,6 +39,8 @@ func TestConfigPrecedence(t *testing.T) {
 		"TABBY_NODENAME_FILE": "/env/nodename", "TABBY_RESYNC_INTERVAL": "30s",
 		"TABBY_BGP": "false", "TABBY_BGP_SECRET_NAMESPACE": "env-ns",
 		"TABBY_POLICY": "false", "TABBY_BPF_PIN_DIR": "/env/bpf",
+		"TABBY_VM_ENDPOINTS": "false", "TABBY_LIBVIRT_URI": "qemu+ssh://env/system", "TABBY_VM_TAP_PREFIX": "vm",
+		"TABBY_VM_NAMESPACE": "env-vms",
 	}
 	c, err := ParseConfig(nil, env(vars), host("host"), io.Discard)
 	if err != nil {
@@ -46,14 +49,16 @@ func TestConfigPrecedence(t *testing.T) {
 	fromEnv := Config{NodeName: "env-node", Kubeconfig: "/env/kubeconfig", LogLevel: "debug", LogFormat: "console",
 		HealthAddr: "127.0.0.1:1", MetricsAddr: "127.0.0.1:2", Socket: "/env/sock", IP: "10.0.0.5/24",
 		IPAutodetect: "interface=eth.*", NodenameFile: "/env/nodename", ResyncInterval: 30 * time.Second,
-		BGP: false, BGPSecretNamespace: "env-ns", BPFPinDir: "/env/bpf"}
+		BGP: false, BGPSecretNamespace: "env-ns", BPFPinDir: "/env/bpf",
+		VMEndpoints: false, LibvirtURI: "qemu+ssh://env/system", VMTapPrefix: "vm", VMNamespace: "env-vms"}
 	if c != fromEnv {
 		t.Fatalf("from the environment\n got %+v\nwant %+v", c, fromEnv)
 	}
 	args := []string{"--node-name=flag-node", "--kubeconfig=/flag/kc", "--log-level=warn", "--log-format=json",
 		"--health-addr=127.0.0.1:3", "--metrics-addr=", "--socket=/flag/sock", "--ip=10.1.0.5/16",
 		"--ip-autodetect=can-reach=10.0.0.1", "--nodename-file=", "--resync-interval=1m",
-		"--bgp=true", "--bgp-secret-namespace=flag-ns", "--policy", "--bpf-pin-dir=/flag/bpf"}
+		"--bgp=true", "--bgp-secret-namespace=flag-ns", "--policy", "--bpf-pin-dir=/flag/bpf",
+		"--vm-endpoints", "--libvirt-uri=test:///default", "--vm-tap-prefix=", "--vm-namespace=flag-vms"}
 	c, err = ParseConfig(args, env(vars), host("host"), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +66,8 @@ func TestConfigPrecedence(t *testing.T) {
 	fromFlags := Config{NodeName: "flag-node", Kubeconfig: "/flag/kc", LogLevel: "warn", LogFormat: "json",
 		HealthAddr: "127.0.0.1:3", MetricsAddr: "", Socket: "/flag/sock", IP: "10.1.0.5/16",
 		IPAutodetect: "can-reach=10.0.0.1", NodenameFile: "", ResyncInterval: time.Minute,
-		BGP: true, BGPSecretNamespace: "flag-ns", Policy: true, BPFPinDir: "/flag/bpf"}
+		BGP: true, BGPSecretNamespace: "flag-ns", Policy: true, BPFPinDir: "/flag/bpf",
+		VMEndpoints: true, LibvirtURI: "test:///default", VMTapPrefix: "", VMNamespace: "flag-vms"}
 	if c != fromFlags {
 		t.Fatalf("flags over the environment\n got %+v\nwant %+v", c, fromFlags)
 	}
@@ -110,6 +116,10 @@ func TestConfigInvalid(t *testing.T) {
 		{nil, map[string]string{"TABBY_RESYNC_INTERVAL": "soon"}, `environment variable TABBY_RESYNC_INTERVAL="soon"`},
 		{[]string{"extra"}, nil, `unexpected arguments ["extra"]`},
 		{[]string{"--no-such-flag"}, nil, "unknown flag: --no-such-flag"},
+		{[]string{"--libvirt-uri="}, nil, "--libvirt-uri: empty"},
+		{[]string{"--vm-namespace=VMs"}, nil, `--vm-namespace: "VMs" is not a namespace name`},
+		{nil, map[string]string{"TABBY_VM_TAP_PREFIX": "tap,a/b"}, `--vm-tap-prefix: "a/b"`},
+		{nil, map[string]string{"TABBY_VM_ENDPOINTS": "maybe"}, `environment variable TABBY_VM_ENDPOINTS="maybe"`},
 	} {
 		_, err := ParseConfig(tc.args, env(tc.env), host("h"), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -120,7 +130,8 @@ func TestConfigInvalid(t *testing.T) {
 	if _, err := ParseConfig([]string{"-h"}, env(nil), host("h"), &out); !errors.Is(err, pflag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
 	}
-	for _, f := range []string{"--node-name", "--ip-autodetect", "NODENAME", "TABBY_LOG_LEVEL", "KUBECONFIG"} {
+	for _, f := range []string{"--node-name", "--ip-autodetect", "NODENAME", "TABBY_LOG_LEVEL", "KUBECONFIG",
+		"--vm-endpoints", "--libvirt-uri", "--vm-tap-prefix", "--vm-namespace", "TABBY_LIBVIRT_URI"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("usage lacks %s:\n%s", f, out.String())
 		}
@@ -129,6 +140,18 @@ func TestConfigInvalid(t *testing.T) {
 		t.Errorf("--ip=autodetect: %+v %v", c, err)
 	} else if p, _ := c.StaticIP(); p.IsValid() {
 		t.Errorf("--ip=autodetect gave a static address %v", p)
+	}
+}
+
+// TestConfigVMOff: with --vm-endpoints=false the VM settings are not checked.
+func TestConfigVMOff(t *testing.T) {
+	c, err := ParseConfig([]string{"--vm-endpoints=false", "--libvirt-uri=", "--vm-namespace=Bad"}, env(nil), host("h"), io.Discard)
+	if err != nil || c.VMEndpoints {
+		t.Fatalf("%+v %v", c, err)
+	}
+	c, err = ParseConfig([]string{"--vm-tap-prefix= tap, vnet ,,"}, env(nil), host("h"), io.Discard)
+	if err != nil || strings.Join(c.VMTapPrefixes(), "|") != "tap|vnet" {
+		t.Fatalf("prefixes %q: %v", c.VMTapPrefixes(), err)
 	}
 }
 

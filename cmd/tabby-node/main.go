@@ -1,7 +1,8 @@
 // Command tabby-node is Tabby's per-node agent. It only wires the pieces together:
 // configuration and the logger (package agent), the datastore (datastore.NewKube), the
-// dataplane (felix), the BGP controller (bgp/controller over gobgp, unless --bgp=false)
-// and the metrics registry, then runs the agent and the controller until SIGTERM or
+// dataplane (felix), the BGP controller (bgp/controller over gobgp, unless --bgp=false),
+// the libvirt watcher (vmendpoint, unless --vm-endpoints=false) and the metrics
+// registry, then runs the agent, the controller and the watcher until SIGTERM or
 // SIGINT. See docs/reference/tabby-node.md.
 package main
 
@@ -22,6 +23,9 @@ import (
 	"github.com/tabbynet/tabby/bgp/controller"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/felix"
+	"github.com/tabbynet/tabby/ipam"
+	"github.com/tabbynet/tabby/vmendpoint"
+	"github.com/tabbynet/tabby/vmendpoint/dhcp"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 )
@@ -105,13 +109,28 @@ func runAgent(cfg agent.Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cfg.VMEndpoints {
+		vmw, servers, err := newVMEndpoints(cfg, store, log)
+		if err != nil {
+			return err
+		}
+		defer servers.Close() // after the watcher stopped (deferred below, so run first)
+		// The watcher only returns when rctx ends; a libvirt that cannot be loaded or
+		// reached is retried with backoff and reported in its Status.
+		vmDone := make(chan struct{})
+		go func() {
+			defer close(vmDone)
+			_ = vmw.Run(rctx)
+		}()
+		defer func() { cancel(); <-vmDone }()
+	}
 	if bgpc == nil {
-		return a.Run(ctx)
+		return a.Run(rctx)
 	}
 	// The agent and the BGP controller run side by side; when either returns, the
 	// other is stopped. The controller waits for the Node the agent registers.
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	bgpDone := make(chan error, 1)
 	go func() {
 		err := bgpc.Run(rctx)
@@ -175,4 +194,38 @@ func newBGP(cfg agent.Config, store datastore.Store, fx *felix.Felix, log *zap.L
 		return nil, fmt.Errorf("bgp: %w", err)
 	}
 	return c, nil
+}
+
+// newVMEndpoints builds the libvirt watcher: guest taps become WorkloadEndpoints with
+// addresses from Tabby IPAM. Its Status() is what the local API can report.
+func newVMEndpoints(cfg agent.Config, store datastore.Store, log *zap.Logger) (*vmendpoint.Watcher, *dhcp.Manager, error) {
+	vlog := log.Named("vmendpoint")
+	dns, err := cfg.VMDNSServers()
+	if err != nil {
+		return nil, nil, fmt.Errorf("vm endpoints: --vm-dns: %w", err)
+	}
+	servers := dhcp.NewManager(vlog.Named("dhcp"))
+	rec, err := vmendpoint.NewReconciler(vmendpoint.ReconcilerConfig{
+		Options: vmendpoint.Options{Node: cfg.NodeName, DefaultNamespace: cfg.VMNamespace, TapPrefixes: cfg.VMTapPrefixes()},
+		Store:   store,
+		IPAM:    ipam.New(store, ipam.Options{Logger: vlog.Named("ipam")}),
+		DHCP: &vmendpoint.DHCPServers{M: servers,
+			DNS: dhcp.Config{DNS: dns, SearchDomains: cfg.VMDNSSearchDomains()}},
+		Logger: vlog,
+	})
+	if err != nil {
+		servers.Close()
+		return nil, nil, fmt.Errorf("vm endpoints: %w", err)
+	}
+	w, err := vmendpoint.NewWatcher(vmendpoint.WatcherConfig{
+		Source:     &vmendpoint.LibvirtSource{URI: cfg.LibvirtURI, Logger: vlog.Named("libvirt")},
+		Reconciler: rec,
+		URI:        cfg.LibvirtURI,
+		Logger:     vlog,
+	})
+	if err != nil {
+		servers.Close()
+		return nil, nil, fmt.Errorf("vm endpoints: %w", err)
+	}
+	return w, servers, nil
 }

@@ -1,0 +1,536 @@
+package vmendpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/tabbynet/tabby/api/v1"
+	"github.com/tabbynet/tabby/datastore"
+	"github.com/tabbynet/tabby/ipam"
+	"go.uber.org/zap"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// IPAM is what the reconciler needs of *ipam.Allocator.
+type IPAM interface {
+	Assign(ctx context.Context, req ipam.Request) (ipam.Allocation, error)
+	AddressesOf(ctx context.Context, handleID string) ([]netip.Addr, error)
+	ReleaseHandle(ctx context.Context, handleID string) ([]netip.Addr, error)
+	Lookup(ctx context.Context, ip netip.Addr) (ipam.AddressInfo, error)
+}
+
+// DHCPConfig is what the DHCP server on one tap hands the guest.
+type DHCPConfig struct {
+	Tap string
+	// MAC of the guest NIC (the only client answered).
+	MAC net.HardwareAddr
+	// Address is the guest's /32 (the gateway is 169.254.1.1, as for pods).
+	Address  netip.Prefix
+	Hostname string
+}
+
+// DHCP is the per-tap DHCP server (vmendpoint/dhcp's Manager, through a small
+// adapter); nil means none. Set serves c on tap, replacing what was served there (the
+// same c again changes nothing); an error is retried with the domain. Remove stops
+// serving tap.
+type DHCP interface {
+	Set(tap string, c DHCPConfig) error
+	Remove(tap string)
+}
+
+// ReconcilerConfig builds a Reconciler.
+type ReconcilerConfig struct {
+	Options
+	Store datastore.Store
+	IPAM  IPAM
+	// DHCP is told the address of every running tap (optional).
+	DHCP   DHCP
+	Logger *zap.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Reconciler writes the WorkloadEndpoints of this node's libvirt guests and holds
+// their addresses. It is called by the Watcher, one call at a time.
+type Reconciler struct {
+	cfg ReconcilerConfig
+	log *zap.Logger
+
+	mu      sync.Mutex
+	domains map[string]*DomainStatus // by UUID
+	taps    map[string]string        // tap -> UUID of the domain the DHCP server serves on it
+}
+
+// writeAttempts bounds the compare-and-swap retries of one WorkloadEndpoint write; the
+// Watcher retries the whole domain with backoff after that.
+const writeAttempts = 5
+
+// NewReconciler checks cfg and builds a Reconciler.
+func NewReconciler(cfg ReconcilerConfig) (*Reconciler, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("vmendpoint: no datastore")
+	case cfg.IPAM == nil:
+		return nil, errors.New("vmendpoint: no ipam")
+	case cfg.Node == "":
+		return nil, errors.New("vmendpoint: no node name")
+	case cfg.DefaultNamespace == "":
+		return nil, errors.New("vmendpoint: no default namespace")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Reconciler{cfg: cfg, log: cfg.Logger, domains: map[string]*DomainStatus{}, taps: map[string]string{}}, nil
+}
+
+// SyncDomain makes the datastore match one domain: for an active domain an address
+// and a WorkloadEndpoint per tap (and the DHCP server on it); for an inactive one no
+// WorkloadEndpoint, but its addresses stay held. An error leaves the rest for a retry.
+func (r *Reconciler) SyncDomain(ctx context.Context, d Domain) error {
+	err := r.syncDomain(ctx, d)
+	r.setError(d.UUID, d.Name, err)
+	return err
+}
+
+func (r *Reconciler) syncDomain(ctx context.Context, d Domain) error {
+	want, err := DesiredEndpoints(d, r.cfg.Options)
+	if err != nil {
+		return err
+	}
+	for _, p := range want.Problems {
+		r.log.Warn("domain metadata", zap.String("domain", d.Name), zap.String("problem", p))
+	}
+	have, err := r.endpointsOf(ctx, d.UUID)
+	if err != nil {
+		return err
+	}
+	st := DomainStatus{UUID: d.UUID, Name: d.Name, Active: d.Active, Problems: want.Problems}
+	keep := map[string]bool{}
+	var errs []error
+	for _, e := range want.Endpoints {
+		keep[e.Namespace+"/"+e.Name] = true
+		ip, err := r.address(ctx, e)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		wep := buildWEP(r.cfg.Node, e, ip)
+		if err := r.write(ctx, wep, have[e.Namespace+"/"+e.Name]); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st.Endpoints = append(st.Endpoints, EndpointStatus{Namespace: e.Namespace, Name: e.Name, Tap: e.Tap, MAC: e.MAC, IP: ip.String()})
+		hw, _ := net.ParseMAC(e.MAC) // DesiredEndpoints parsed it
+		if err := r.setDHCP(d.UUID, DHCPConfig{Tap: e.Tap, MAC: hw, Address: netip.PrefixFrom(ip, ip.BitLen()), Hostname: e.Hostname}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for key, w := range have {
+		if keep[key] {
+			continue
+		}
+		if err := r.deleteWEP(ctx, w); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	r.removeDHCP(d.UUID, func(tap string) bool {
+		return !slices.ContainsFunc(want.Endpoints, func(e Endpoint) bool { return e.Tap == tap })
+	})
+	r.mu.Lock()
+	st.LastSync = r.cfg.Now()
+	r.domains[d.UUID] = &st
+	r.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// ForgetDomain handles a domain that is no longer defined here: its WorkloadEndpoints
+// on this node go, and with release its addresses are released too, unless the domain
+// runs on another node now (a WorkloadEndpoint elsewhere names its UUID). release is
+// false for a domain that migrated away.
+func (r *Reconciler) ForgetDomain(ctx context.Context, uuid, name string, release bool) error {
+	err := r.forgetDomain(ctx, uuid, release)
+	if err != nil {
+		r.setError(uuid, name, err)
+		return err
+	}
+	r.mu.Lock()
+	delete(r.domains, uuid)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *Reconciler) forgetDomain(ctx context.Context, uuid string, release bool) error {
+	have, err := r.endpointsOf(ctx, uuid)
+	if err != nil {
+		return err
+	}
+	for _, w := range have {
+		if err := r.deleteWEP(ctx, w); err != nil {
+			return err
+		}
+	}
+	r.removeDHCP(uuid, func(string) bool { return true })
+	if !release {
+		return nil
+	}
+	return r.releaseDomain(ctx, uuid)
+}
+
+// releaseDomain releases every handle of the domain, unless it runs elsewhere.
+func (r *Reconciler) releaseDomain(ctx context.Context, uuid string) error {
+	if node, err := r.runsElsewhere(ctx, uuid); err != nil {
+		return err
+	} else if node != "" {
+		r.log.Info("domain runs on another node: its addresses are kept", zap.String("uuid", uuid), zap.String("node", node))
+		return nil
+	}
+	handles, err := r.vmHandles(ctx)
+	if err != nil {
+		return err
+	}
+	for _, h := range handles {
+		if handleUUID(h) != uuid {
+			continue
+		}
+		ips, err := r.cfg.IPAM.ReleaseHandle(ctx, h)
+		if err != nil {
+			return fmt.Errorf("release handle %s: %w", h, err)
+		}
+		r.log.Info("released the addresses of an undefined domain", zap.String("handle", h), zap.Any("ips", ips))
+	}
+	return nil
+}
+
+// Resync reconciles every domain libvirt listed (a fresh, complete list) and forgets,
+// releasing their addresses, the domains it knows of that are no longer defined here:
+// WorkloadEndpoints of this node naming another UUID, and VM handles this node
+// allocated. keepHandles names domains to forget without release (migrated away). It
+// returns the UUIDs that failed, with their errors.
+func (r *Reconciler) Resync(ctx context.Context, doms []Domain, keepHandles map[string]bool) map[string]error {
+	failed := map[string]error{}
+	listed := map[string]bool{}
+	for _, d := range doms {
+		listed[d.UUID] = true
+		if err := r.SyncDomain(ctx, d); err != nil {
+			failed[d.UUID] = err
+		}
+	}
+	weps, err := r.listWEPs(ctx)
+	if err != nil {
+		failed[""] = err
+		return failed
+	}
+	gone := map[string]string{} // UUID -> domain name
+	for _, w := range weps {
+		if !listed[w.Spec.ContainerID] {
+			gone[w.Spec.ContainerID] = w.Spec.Workload
+		}
+	}
+	handles, err := r.vmHandles(ctx)
+	if err != nil {
+		failed[""] = err
+		return failed
+	}
+	for _, h := range handles {
+		uuid := handleUUID(h)
+		if _, ok := gone[uuid]; ok || listed[uuid] || uuid == "" {
+			continue
+		}
+		mine, err := r.allocatedHere(ctx, h)
+		if err != nil {
+			failed[uuid] = err
+			continue
+		}
+		if mine {
+			gone[uuid] = ""
+		}
+	}
+	for uuid, name := range gone {
+		if err := r.ForgetDomain(ctx, uuid, name, !keepHandles[uuid]); err != nil {
+			failed[uuid] = err
+		}
+	}
+	r.mu.Lock()
+	for uuid := range r.domains {
+		if !listed[uuid] && failed[uuid] == nil {
+			delete(r.domains, uuid)
+		}
+	}
+	r.mu.Unlock()
+	return failed
+}
+
+// address returns the endpoint's address: the one its handle holds (so a reboot, an
+// agent restart or a move to another node keeps it), the fixed one from the metadata,
+// or a new one from IPAM. A new address is never released on a later failure: the
+// handle is stable, so the retry finds it.
+func (r *Reconciler) address(ctx context.Context, e Endpoint) (netip.Addr, error) {
+	handle := ipam.VMHandle(e.UUID, e.MAC)
+	held, err := r.cfg.IPAM.AddressesOf(ctx, handle)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("read the addresses of handle %s: %w", handle, err)
+	}
+	if len(held) > 0 && (!e.IP.IsValid() || slices.Contains(held, e.IP)) {
+		if e.IP.IsValid() {
+			return e.IP, nil
+		}
+		return held[0].Unmap(), nil
+	}
+	if len(held) > 0 {
+		// The metadata now fixes another address: give the old one back first.
+		if _, err := r.cfg.IPAM.ReleaseHandle(ctx, handle); err != nil {
+			return netip.Addr{}, fmt.Errorf("release the old addresses of handle %s: %w", handle, err)
+		}
+	}
+	alloc, err := r.cfg.IPAM.Assign(ctx, ipam.Request{HandleID: handle, Node: r.cfg.Node, Pools: e.Pools, IP: e.IP,
+		Attrs: map[string]string{ipam.AttrNode: r.cfg.Node, ipam.AttrType: "vm", ipam.AttrDomain: e.Domain,
+			ipam.AttrMAC: e.MAC, ipam.AttrNamespace: e.Namespace}})
+	if err != nil {
+		what := "an address"
+		if e.IP.IsValid() {
+			what = e.IP.String()
+		}
+		return netip.Addr{}, fmt.Errorf("assign %s to domain %s tap %s: %w", what, e.Domain, e.Tap, err)
+	}
+	r.log.Info("address assigned", zap.String("domain", e.Domain), zap.String("tap", e.Tap), zap.Stringer("ip", alloc.IP))
+	return alloc.IP.Unmap(), nil
+}
+
+// buildWEP makes the WorkloadEndpoint of one tap.
+func buildWEP(node string, e Endpoint, ip netip.Addr) *v1.WorkloadEndpoint {
+	return &v1.WorkloadEndpoint{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v1.APIVersion, Kind: "WorkloadEndpoint"},
+		ObjectMeta: metav1.ObjectMeta{Name: e.Name, Namespace: e.Namespace, Labels: maps.Clone(e.Labels)},
+		Spec: v1.WorkloadEndpointSpec{
+			Orchestrator:  v1.OrchestratorLibvirt,
+			Workload:      e.Domain,
+			Node:          node,
+			ContainerID:   e.UUID,
+			InterfaceName: e.Tap,
+			MAC:           e.MAC,
+			IPNetworks:    []string{netip.PrefixFrom(ip, ip.BitLen()).String()},
+			Profiles:      []string{ProfilePrefix + e.Namespace},
+		},
+	}
+}
+
+// write creates want, or updates have (compare-and-swap) when it differs in what the
+// reconciler owns (labels and spec; annotations and the rest are kept).
+func (r *Reconciler) write(ctx context.Context, want, have *v1.WorkloadEndpoint) error {
+	for attempt := 0; attempt < writeAttempts; attempt++ {
+		var err error
+		if have == nil {
+			_, err = datastore.Create(ctx, r.cfg.Store, want)
+			if err == nil {
+				r.log.Info("WorkloadEndpoint created", zap.String("namespace", want.Namespace), zap.String("name", want.Name))
+				return nil
+			}
+		} else {
+			if maps.Equal(have.Labels, want.Labels) && reflect.DeepEqual(have.Spec, want.Spec) {
+				return nil
+			}
+			upd := have.DeepCopy()
+			upd.Labels, upd.Spec = want.Labels, want.Spec
+			_, err = datastore.Update(ctx, r.cfg.Store, upd)
+			if err == nil {
+				r.log.Info("WorkloadEndpoint updated", zap.String("namespace", want.Namespace), zap.String("name", want.Name))
+				return nil
+			}
+		}
+		if !errors.Is(err, datastore.ErrAlreadyExists) && !errors.Is(err, datastore.ErrConflict) && !errors.Is(err, datastore.ErrNotFound) {
+			return fmt.Errorf("write WorkloadEndpoint %s/%s: %w", want.Namespace, want.Name, err)
+		}
+		have, err = datastore.Get[*v1.WorkloadEndpoint](ctx, r.cfg.Store, want.Namespace, want.Name)
+		if errors.Is(err, datastore.ErrNotFound) {
+			have = nil
+		} else if err != nil {
+			return fmt.Errorf("read WorkloadEndpoint %s/%s: %w", want.Namespace, want.Name, err)
+		}
+	}
+	return fmt.Errorf("write WorkloadEndpoint %s/%s: gave up after %d lost races", want.Namespace, want.Name, writeAttempts)
+}
+
+// deleteWEP deletes w if it has not changed since it was read.
+func (r *Reconciler) deleteWEP(ctx context.Context, w *v1.WorkloadEndpoint) error {
+	err := r.cfg.Store.Delete(ctx, datastore.KindWorkloadEndpoint, w.Namespace, w.Name, datastore.DeleteOptions{ResourceVersion: w.ResourceVersion})
+	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return fmt.Errorf("delete WorkloadEndpoint %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	if err == nil {
+		r.log.Info("WorkloadEndpoint deleted", zap.String("namespace", w.Namespace), zap.String("name", w.Name), zap.String("tap", w.Spec.InterfaceName))
+	}
+	return nil
+}
+
+// listWEPs lists the libvirt WorkloadEndpoints of this node.
+func (r *Reconciler) listWEPs(ctx context.Context) ([]*v1.WorkloadEndpoint, error) {
+	all, err := datastore.List[*v1.WorkloadEndpoint](ctx, r.cfg.Store, datastore.ListOptions{LabelSelector: LabelOrchestrator + "=libvirt"})
+	if err != nil {
+		return nil, fmt.Errorf("list WorkloadEndpoints: %w", err)
+	}
+	var out []*v1.WorkloadEndpoint
+	for _, w := range all {
+		if w.Spec.Orchestrator == v1.OrchestratorLibvirt && w.Spec.Node == r.cfg.Node {
+			out = append(out, w)
+		}
+	}
+	return out, nil
+}
+
+// endpointsOf maps namespace/name to the WorkloadEndpoints of one domain on this node.
+func (r *Reconciler) endpointsOf(ctx context.Context, uuid string) (map[string]*v1.WorkloadEndpoint, error) {
+	weps, err := r.listWEPs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*v1.WorkloadEndpoint{}
+	for _, w := range weps {
+		if w.Spec.ContainerID == uuid {
+			out[w.Namespace+"/"+w.Name] = w
+		}
+	}
+	return out, nil
+}
+
+// runsElsewhere names a node other than this one with a WorkloadEndpoint of the domain.
+func (r *Reconciler) runsElsewhere(ctx context.Context, uuid string) (string, error) {
+	all, err := datastore.List[*v1.WorkloadEndpoint](ctx, r.cfg.Store, datastore.ListOptions{LabelSelector: LabelOrchestrator + "=libvirt"})
+	if err != nil {
+		return "", fmt.Errorf("list WorkloadEndpoints: %w", err)
+	}
+	for _, w := range all {
+		if w.Spec.ContainerID == uuid && w.Spec.Node != r.cfg.Node {
+			return w.Spec.Node, nil
+		}
+	}
+	return "", nil
+}
+
+// vmHandles lists the IDs of every VM handle in IPAM.
+func (r *Reconciler) vmHandles(ctx context.Context) ([]string, error) {
+	hs, err := datastore.List[*v1.IPAMHandle](ctx, r.cfg.Store, datastore.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list IPAM handles: %w", err)
+	}
+	var out []string
+	for _, h := range hs {
+		if strings.HasPrefix(h.Spec.HandleID, "vm.") {
+			out = append(out, h.Spec.HandleID)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// allocatedHere says whether this node allocated the handle's addresses.
+func (r *Reconciler) allocatedHere(ctx context.Context, handle string) (bool, error) {
+	ips, err := r.cfg.IPAM.AddressesOf(ctx, handle)
+	if err != nil {
+		return false, fmt.Errorf("read the addresses of handle %s: %w", handle, err)
+	}
+	for _, ip := range ips {
+		info, err := r.cfg.IPAM.Lookup(ctx, ip)
+		if err != nil {
+			return false, fmt.Errorf("look up %s: %w", ip, err)
+		}
+		if info.Handle == handle && info.Attrs[ipam.AttrNode] == r.cfg.Node {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// handleUUID is the domain UUID of a VM handle ("vm.<uuid>.<mac>"), or "".
+func handleUUID(h string) string {
+	rest, ok := strings.CutPrefix(h, "vm.")
+	if !ok {
+		return ""
+	}
+	uuid, _, ok := strings.Cut(rest, ".")
+	if !ok {
+		return ""
+	}
+	return uuid
+}
+
+func (r *Reconciler) setDHCP(uuid string, c DHCPConfig) error {
+	r.mu.Lock()
+	r.taps[c.Tap] = uuid
+	r.mu.Unlock()
+	if r.cfg.DHCP == nil {
+		return nil
+	}
+	if err := r.cfg.DHCP.Set(c.Tap, c); err != nil {
+		return fmt.Errorf("dhcp on %s: %w", c.Tap, err)
+	}
+	return nil
+}
+
+// removeDHCP stops serving the domain's taps that drop says to.
+func (r *Reconciler) removeDHCP(uuid string, drop func(tap string) bool) {
+	r.mu.Lock()
+	var gone []string
+	for tap, u := range r.taps {
+		if u == uuid && drop(tap) {
+			gone = append(gone, tap)
+			delete(r.taps, tap)
+		}
+	}
+	r.mu.Unlock()
+	if r.cfg.DHCP == nil {
+		return
+	}
+	for _, tap := range gone {
+		r.cfg.DHCP.Remove(tap)
+	}
+}
+
+func (r *Reconciler) setError(uuid, name string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.domains[uuid]
+	if st == nil {
+		st = &DomainStatus{UUID: uuid, Name: name}
+		r.domains[uuid] = st
+	}
+	if name != "" {
+		st.Name = name
+	}
+	st.Error = ""
+	if err != nil {
+		st.Error = err.Error()
+	}
+}
+
+// Domains reports the status of each domain, by name.
+func (r *Reconciler) Domains() []DomainStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]DomainStatus, 0, len(r.domains))
+	for _, st := range r.domains {
+		c := *st
+		c.Endpoints = slices.Clone(st.Endpoints)
+		c.Problems = slices.Clone(st.Problems)
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].UUID < out[j].UUID
+	})
+	return out
+}
