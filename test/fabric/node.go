@@ -118,7 +118,10 @@ func (n *Node) Start(args ...string) error {
 	argv := append([]string{"--node-name", n.Name, "--kubeconfig", n.Kubeconfig, "--socket", n.Socket,
 		"--ip", fmt.Sprintf("%s/%d", n.IP, n.C.Opts.Subnet.Bits()), "--health-addr", "127.0.0.1:19099",
 		"--metrics-addr", "127.0.0.1:19091", "--nodename-file", filepath.Join(n.Dir, "nodename"),
-		"--log-level", "debug", "--resync-interval", "5s", "--bpf-pin-dir", n.PinDir}, n.C.Opts.NodeArgs...)
+		"--log-level", "debug", "--resync-interval", "5s", "--bpf-pin-dir", n.PinDir,
+		// The machine's one libvirtd is shared by every test: a node follows it only
+		// when its test asks (--vm-endpoints=true in NodeArgs or Start's args).
+		"--vm-endpoints=false"}, n.C.Opts.NodeArgs...)
 	argv = append(argv, args...)
 	cmd := n.Net.Command(context.Background(), filepath.Join(n.C.Opts.BinDir, "tabby-node"), argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf

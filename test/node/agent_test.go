@@ -62,7 +62,7 @@ func (h *harness) startAgent(t *testing.T, f agentFiles) *agentProc {
 	cmd := h.n.Command(context.Background(), filepath.Join(h.binDir, "tabby-node"),
 		"--node-name", h.node, "--kubeconfig", h.kubeconfig, "--socket", f.socket,
 		"--health-addr", healthAddr, "--metrics-addr", metricsAddr, "--nodename-file", f.nodename,
-		"--log-level", "debug", "--resync-interval", "3s", "--bpf-pin-dir", f.pinDir)
+		"--log-level", "debug", "--resync-interval", "3s", "--bpf-pin-dir", f.pinDir, "--vm-endpoints=false")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
