@@ -12,6 +12,10 @@ APT_PACKAGES=(
   frr bird2 gobgpd                        # BGP peers we did not write (interop, benches)
   clang llvm libbpf-dev linux-libc-dev bpftool  # eBPF: make generate-bpf (bpf2go), inspecting maps
   iperf3 iptables                         # bench/policy: TCP throughput, the iptables reference
+  libvirt-daemon-system qemu-system-x86   # VMs: libvirtd + QEMU (TCG) for libvirt guests (test/vmguest)
+  qemu-utils                              # VMs: qemu-img for guest disks
+  busybox-static                          # VMs: the guest initramfs (test/vmguest builds it)
+  libvirt-dev gcc                         # VMs: cgo build of libvirt.org/go/libvirt without libvirt_dlopen
 )
 
 missing=()
@@ -27,6 +31,15 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# libvirt's NAT network would add virbr0 and its own dnsmasq to the host: never autostart
+# it (test/vmguest puts guests on taps in namespaces the tests own).
+if [[ -e /etc/libvirt/qemu/networks/autostart/default.xml || -L /etc/libvirt/qemu/networks/autostart/default.xml ]]; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "deps: need root to remove /etc/libvirt/qemu/networks/autostart/default.xml" >&2
+    exit 1
+  fi
+  rm -f /etc/libvirt/qemu/networks/autostart/default.xml
 fi
 
 go mod download
