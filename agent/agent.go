@@ -39,6 +39,9 @@ type Options struct {
 	Registry *prometheus.Registry
 	// BGP is the node's BGP controller, reported on GET /bgp/peers; nil when BGP is off.
 	BGP BGP
+	// VMs is the libvirt watcher, reported on GET /vms; nil when VM endpoints are off
+	// (see also SetVMWatcher).
+	VMs VMWatcher
 	// Logger (default: no logging).
 	Logger *zap.Logger
 	// Version of the agent, reported in /status and the tabby_node_info metric.
@@ -60,6 +63,7 @@ type Agent struct {
 	store    datastore.Store
 	dp       Dataplane
 	bgp      BGP
+	vms      vmHolder
 	reg      *prometheus.Registry
 	log      *zap.Logger
 	version  string
@@ -122,6 +126,7 @@ func New(o Options) (*Agent, error) {
 		a.now = time.Now
 	}
 	a.start = a.now()
+	a.vms.w = o.VMs
 	if err := a.registerMetrics(); err != nil {
 		return nil, err
 	}

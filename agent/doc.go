@@ -14,15 +14,16 @@
 //   - the run loop: the datastore check, felix's Run, and a graceful stop on
 //     cancellation that leaves every route in the kernel;
 //   - the HTTP servers: /livez and /readyz, Prometheus /metrics from the injected
-//     registry, and the local API (GET /status, /endpoints, /routes, /bgp/peers) on a
-//     unix socket (package agent/localapi holds its wire types and client, for
-//     tabbyctl); the BGP controller is run by cmd/tabby-node and only reported here;
+//     registry, and the local API (GET /status, /endpoints, /routes, /bgp/peers,
+//     /policy, /vms) on a unix socket (package agent/localapi holds its wire types and
+//     client, for tabbyctl); the BGP controller and the libvirt watcher are run by
+//     cmd/tabby-node and only reported here;
 //   - the node-name file the CNI plugin reads (/var/lib/tabby/nodename).
 //
 // It does no kernel I/O beyond reading interface addresses: routes, sysctls and BPF are
 // felix's. The only files it writes are the socket (replacing a stale one that nobody
 // answers on, removed on exit) and the node-name file.
 //
-// It imports api/v1, datastore, felix and bgp (for the BGP report's types);
-// cmd/tabby-node only wires it.
+// It imports api/v1, datastore, felix, bgp and vmendpoint (for the BGP and VM reports'
+// types); cmd/tabby-node only wires it.
 package agent

@@ -47,7 +47,7 @@ func metricsHandler(reg *prometheus.Registry, log *zap.Logger) http.Handler {
 }
 
 // localAPIHandler serves the local API on the unix socket: GET /status, /endpoints,
-// /routes and /bgp/peers, JSON.
+// /routes, /bgp/peers, /policy and /vms, JSON.
 func (a *Agent) localAPIHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+localapi.PathStatus, func(w http.ResponseWriter, r *http.Request) {
@@ -70,15 +70,16 @@ func (a *Agent) localAPIHandler() http.Handler {
 		writeJSON(w, http.StatusOK, policyOut(a.dp.Status().Policy))
 	})
 	a.registerPolicyAPI(mux) // POST /policy/explain, GET /policy/drops (policyapi.go)
+	a.registerVMAPI(mux)     // GET /vms (vmapi.go)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case localapi.PathStatus, localapi.PathEndpoints, localapi.PathRoutes, localapi.PathBGPPeers, localapi.PathPolicy:
+		case localapi.PathStatus, localapi.PathEndpoints, localapi.PathRoutes, localapi.PathBGPPeers, localapi.PathPolicy, localapi.PathVMs:
 			w.Header().Set("Allow", "GET, HEAD")
 			writeJSON(w, http.StatusMethodNotAllowed, localapi.Error{Error: "method " + r.Method + " not allowed: use GET"})
 			return
 		}
 		writeJSON(w, http.StatusNotFound, localapi.Error{Error: "no such endpoint " + r.Method + " " + r.URL.Path +
-			": use GET " + localapi.PathStatus + ", " + localapi.PathEndpoints + ", " + localapi.PathRoutes + ", " + localapi.PathBGPPeers + " or " + localapi.PathPolicy})
+			": use GET " + localapi.PathStatus + ", " + localapi.PathEndpoints + ", " + localapi.PathRoutes + ", " + localapi.PathBGPPeers + ", " + localapi.PathPolicy + " or " + localapi.PathVMs})
 	})
 	return mux
 }
@@ -116,6 +117,7 @@ func (a *Agent) status(ctx context.Context) localapi.Status {
 	}
 	out.BGP = &bs
 	out.Policy = policyOut(fs.Policy)
+	out.VMs = a.vmStatus()
 	if !fs.LastApply.IsZero() {
 		t := fs.LastApply
 		out.Felix.LastApply = &t

@@ -174,6 +174,7 @@ func printNodeStatus(w io.Writer, st *localapi.Status, now time.Time) error {
 	line("Endpoints", fmt.Sprintf("%d (%d programmed)", len(st.Felix.Endpoints), programmed))
 	nodePolicyLines(line, st.Policy)
 	nodeBGPLines(line, st.BGP)
+	nodeVMLine(line, st.VMs) // vm.go
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -209,6 +209,7 @@ Exit codes: 0 success, 1 failure, 2 bad usage.`,
 		newBGPCmd(g),
 		newPolicyCmd(g),
 		newLabCmd(g),
+		newVMCmd(g),
 	)
 	return root
 }

@@ -51,6 +51,8 @@ type Status struct {
 	BGP *BGPStatus `json:"bgp,omitempty"`
 	// Policy is what GET /policy answers (absent from agents older than policy).
 	Policy *PolicyStatus `json:"policy,omitempty"`
+	// VMs is what GET /vms answers (absent from agents older than VM endpoints).
+	VMs *VMStatus `json:"vms,omitempty"`
 }
 
 // DatastoreStatus is the result of the agent's last datastore check.

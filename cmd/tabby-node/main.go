@@ -117,6 +117,7 @@ func runAgent(cfg agent.Config, log *zap.Logger) error {
 			return err
 		}
 		defer servers.Close() // after the watcher stopped (deferred below, so run first)
+		a.SetVMWatcher(vmw)   // GET /vms and /status report it
 		// The watcher only returns when rctx ends; a libvirt that cannot be loaded or
 		// reached is retried with backoff and reported in its Status.
 		vmDone := make(chan struct{})
@@ -197,7 +198,7 @@ func newBGP(cfg agent.Config, store datastore.Store, fx *felix.Felix, log *zap.L
 }
 
 // newVMEndpoints builds the libvirt watcher: guest taps become WorkloadEndpoints with
-// addresses from Tabby IPAM. Its Status() is what the local API can report.
+// addresses from Tabby IPAM. Its Status() is what the local API reports (GET /vms).
 func newVMEndpoints(cfg agent.Config, store datastore.Store, log *zap.Logger) (*vmendpoint.Watcher, *dhcp.Manager, error) {
 	vlog := log.Named("vmendpoint")
 	dns, err := cfg.VMDNSServers()
