@@ -243,7 +243,7 @@ func TestSysctls(t *testing.T) {
 	s.Set("cali1", true)
 	s.Set("cali7", true)
 	written, pending, err := s.Apply()
-	if err != nil || written != 3 || pending != 1 {
+	if err != nil || written != 4 || pending != 1 { // forwarding was 0: all four
 		t.Fatalf("apply = %d written, %d pending, %v", written, pending, err)
 	}
 	for _, sc := range dataplane.WorkloadSysctls {
@@ -264,7 +264,7 @@ func TestSysctls(t *testing.T) {
 	n.WriteSysctl("net/ipv4/conf/cali7/forwarding", "0")
 	s.OnLink("cali7")
 	s.QueueResync()
-	if written, pending, err := s.Apply(); written != 4 || pending != 0 || err != nil {
+	if written, pending, err := s.Apply(); written != 5 || pending != 0 || err != nil {
 		t.Fatalf("repair = %d written, %d pending, %v", written, pending, err)
 	}
 }

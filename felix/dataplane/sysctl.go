@@ -12,12 +12,16 @@ import (
 )
 
 // WorkloadSysctls are the settings every workload interface needs: answer ARP for the
-// workload's gateway (169.254.1.1) by proxy, at once, and forward what it sends. %s is
-// the interface name; paths are under /proc/sys.
+// workload's gateway (169.254.1.1) by proxy, at once, and forward what it sends; and
+// strict reverse-path filtering, so that the kernel neither answers nor learns ARP from
+// the workload for an address that is not routed to its interface (a guest claiming a
+// neighbour's address by ARP; the eBPF programs police IPv4 only). %s is the interface
+// name; paths are under /proc/sys.
 var WorkloadSysctls = []struct{ Path, Value string }{
 	{"net/ipv4/conf/%s/proxy_arp", "1"},
 	{"net/ipv4/neigh/%s/proxy_delay", "0"},
 	{"net/ipv4/conf/%s/forwarding", "1"},
+	{"net/ipv4/conf/%s/rp_filter", "1"},
 }
 
 // Sysctls reconciles WorkloadSysctls on the workload interfaces of one network
