@@ -447,7 +447,7 @@ func (e *enforcer) endpointPolicy(key string) (bool, string) {
 }
 
 // workloadPrefixes start the names of the interfaces Tabby's programs go on.
-var workloadPrefixes = []string{"cali", "tap"}
+var workloadPrefixes = []string{"cali", "tap", "vnet"}
 
 // removeDatapath runs when policy is off but a pin directory was named: an earlier
 // run's programs would go on enforcing a policy nobody maintains, so they come off
