@@ -24,6 +24,9 @@ const (
 	StagePolicy Stage = 5
 	// StageDefault: no policy entry matched; the endpoint's default decided.
 	StageDefault Stage = 6
+	// StageDHCP: a DHCP exchange between the workload and the host (requests to port
+	// 67, replies from 169.254.1.1:67 to port 68): always allowed.
+	StageDHCP Stage = 7
 )
 
 func (s Stage) String() string {
@@ -40,6 +43,8 @@ func (s Stage) String() string {
 		return "policy"
 	case StageDefault:
 		return "default"
+	case StageDHCP:
+		return "dhcp"
 	}
 	return fmt.Sprintf("stage(%d)", uint8(s))
 }

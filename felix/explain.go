@@ -454,6 +454,8 @@ func (f *Felix) explainStep(s *explainSnapshot, dir ebpf.Direction, idx int, t *
 		} else {
 			st.Reason = "default " + verdict + ": no policy selects the endpoint"
 		}
+	case ebpf.StageDHCP:
+		st.Reason = "allow: DHCP between the workload and the host, never blocked by policy"
 	case ebpf.StageSpoof:
 		st.Reason = "deny: the source address or MAC is not the endpoint's"
 	case ebpf.StageNoEndpoint:

@@ -73,6 +73,7 @@
 #define STAGE_SPOOF 4	    // source IP or MAC is not the endpoint's
 #define STAGE_POLICY 5	    // a policy entry matched
 #define STAGE_DEFAULT 6	    // no entry matched: the endpoint's default
+#define STAGE_DHCP 7	    // a DHCP exchange with the host: always allowed
 
 struct ipcache_key {
 	__u32 prefixlen;
@@ -375,6 +376,20 @@ static __always_inline int spoofed(struct endpoint *ep, struct flow *f, __u8 sma
 	return 1;
 }
 
+// dhcp reports a DHCP exchange between the workload and Tabby's DHCP server on the
+// host side (a VM's tap): requests out of the workload to port 67, replies into it from
+// the gateway 169.254.1.1:67 to port 68. Like Calico, policy never blocks them: a
+// workload must keep its address whatever its policy says. (A request's source was
+// checked by anti-spoofing first.)
+static __always_inline int dhcp(struct flow *f, __u8 dir)
+{
+	if (f->proto != IPPROTO_UDP)
+		return 0;
+	if (dir == DIR_EGRESS)
+		return f->sport == 68 && f->dport == 67;
+	return f->sport == 67 && f->dport == 68 && f->saddr == bpf_htonl(0xa9fe0101);
+}
+
 static __always_inline __u32 peer_class(__u32 addr)
 {
 	struct ipcache_key k = {.prefixlen = 32, .addr = addr};
@@ -452,6 +467,8 @@ static __always_inline int explain(struct __sk_buff *skb, __u8 dir)
 		return explained(skb, VERDICT_DENY, STAGE_NO_ENDPOINT, 0, 0, 0);
 	if (dir == DIR_EGRESS && spoofed(ep, &f, smac))
 		return explained(skb, VERDICT_DENY, STAGE_SPOOF, 0, 0, ep->id);
+	if (dhcp(&f, dir))
+		return explained(skb, VERDICT_ALLOW, STAGE_DHCP, 0, 0, ep->id);
 
 	__u32 peer = peer_class(dir == DIR_EGRESS ? f.daddr : f.saddr);
 	struct policy_value *pv = lookup_policy(ep->id, dir, &f, peer);
@@ -473,6 +490,8 @@ static __always_inline int decide(struct __sk_buff *skb, struct endpoint *ep, __
 		drop(skb, f, dir, 0, REASON_SPOOF);
 		return 0;
 	}
+	if (dhcp(f, dir))
+		return 1;
 
 	__u64 now = bpf_ktime_get_ns();
 	__u64 timeout = f->proto == IPPROTO_TCP ? CT_TIMEOUT_TCP_NS : CT_TIMEOUT_OTHER_NS;
