@@ -20,7 +20,7 @@ type VMStatus struct {
 	// Error says why it is not connected (libvirt not installed, libvirtd down...).
 	Error string `json:"error,omitempty"`
 	// Since is when the connection was made or lost; LastResync when every domain was
-	// last listed and reconciled; Reconnects counts lost connections.
+	// last listed and reconciled; Reconnects counts the connection attempts after the first (each failed try while libvirtd is down counts).
 	Since      *time.Time `json:"since,omitempty"`
 	LastResync *time.Time `json:"lastResync,omitempty"`
 	Reconnects int        `json:"reconnects"`

@@ -13,6 +13,14 @@
 // restart with (almost) no loss; and that the guest can neither send from a forged
 // source address nor take over another workload's address by ARP.
 //
+// TestLibvirtdRestart runs its guest under a libvirtd of its own (vmguest's
+// PrivateLibvirtd; node A's tabby-node gets --libvirt-uri to it) and stops it with
+// SIGTERM, then SIGKILL, and starts it again under a 20 ms ping from a pod on node B:
+// the guest's QEMU keeps running, no ping is lost, the WorkloadEndpoint is never
+// changed (a datastore watch), GET /vms shows the watcher disconnected, then connected
+// again and resynced, and a live metadata change on the restarted daemon is applied
+// by its event, not by a resync.
+//
 // Addresses: fabric 10.76.0.0/24, node uplinks 10.76.255.0/24, the IPPool
 // 10.77.0.0/16, all inside the suite's own namespaces. It has no non-test code.
 package vm

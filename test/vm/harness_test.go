@@ -65,12 +65,30 @@ type world struct {
 	vmArgs []string // node A's extra tabby-node flags
 	conn   *libvirt.Connect
 	art    *vmguest.Artifacts
+	// priv is the test's own libvirtd (newPrivateWorld), nil on the shared one; uri
+	// is the libvirt URI the guests are on.
+	priv *vmguest.PrivateLibvirtd
+	uri  string
 }
 
 // newWorld checks the components, builds the binaries and the guest's artifacts,
 // starts the shared libvirtd, creates the namespace and the pool, and makes the
 // fabric with two nodes (tabby-node not started). Everything goes when t ends.
 func newWorld(t *testing.T) *world {
+	t.Helper()
+	return newWorldOn(t, false)
+}
+
+// newPrivateWorld is newWorld with a libvirtd of the test's own (vmguest's
+// PrivateLibvirtd) instead of the shared one, for a test that stops it; w.conn is a
+// connection to it, closed when t ends (after the domains' cleanups) whatever
+// connection it is then.
+func newPrivateWorld(t *testing.T) *world {
+	t.Helper()
+	return newWorldOn(t, true)
+}
+
+func newWorldOn(t *testing.T, private bool) *world {
 	t.Helper()
 	vmguest.Require(t, suite)
 	k8senv.Require(t, env)
@@ -90,7 +108,17 @@ func newWorld(t *testing.T) *world {
 	built := make(chan error, 1)
 	go func() { built <- fabric.BuildBinaries(ctx, w.binDir) }()
 	w.art = vmguest.BuildT(t, suite)
-	_, w.conn = vmguest.LibvirtdT(t, suite, "")
+	if private {
+		w.priv = vmguest.PrivateLibvirtdT(t, suite)
+		w.uri = w.priv.URI
+		if w.conn, err = libvirt.NewConnect(w.uri); err != nil {
+			t.Fatalf("connect to the private libvirtd: %v", err)
+		}
+		t.Cleanup(func() { _, _ = w.conn.Close() }) // after a restart the old one is dead: nothing to report
+	} else {
+		_, w.conn = vmguest.LibvirtdT(t, suite, "")
+		w.uri = vmguest.URI
+	}
 	if err := <-built; err != nil {
 		t.Fatalf("build the binaries: %v", err)
 	}

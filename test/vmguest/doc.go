@@ -37,6 +37,18 @@
 // puts every tap there at once, but only a run that owns the machine's libvirtd may do
 // it (the lab, or TestLibvirtdInNetns under TABBY_VMGUEST_LIBVIRTD_NETNS=1); when
 // libvirtd already runs elsewhere StartLibvirtd returns [ErrOtherNetns] naming where.
+// A test that stops, kills or restarts libvirtd must never do it to the shared daemon:
+// it starts a [PrivateLibvirtd] ([StartPrivateLibvirtd], [PrivateLibvirtdT]). As root
+// libvirtd has no session mode (XDG_* variables do not move a root daemon's state), so
+// each start runs `unshare -m --propagation private` and bind-mounts the test's
+// directories over /run/libvirt, /var/lib/libvirt, /var/cache/libvirt, /etc/libvirt and
+// /var/log/libvirt in that mount namespace only, then `libvirtd -d -p DIR/libvirtd.pid`;
+// its libvirtd.conf puts the sockets in DIR/sock, so clients (and tabby-node's
+// --libvirt-uri) use qemu:///system?socket=DIR/sock/libvirt-sock. Its qemu.conf adds
+// stdio_handler="file" (no virtlogd) and cgroup_controllers=[]. The same directories
+// at every start let a restarted daemon reconnect to its running guests; its domains'
+// taps appear in the host's namespace as with the shared daemon. After a restart the
+// old connection is dead: connect again and [Domain.Rebind] the domains to it.
 // StartLibvirtd also gives /dev/kvm Debian's group and mode (root:kvm 0660) where no udev
 // did: otherwise libvirtd re-probes QEMU on every define and start (seconds to tens of
 // seconds each). Guests are TCG whatever /dev/kvm says.

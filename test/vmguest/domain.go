@@ -273,6 +273,18 @@ func (d *Domain) LiveXML() (*libvirtxml.Domain, error) {
 	return &x, nil
 }
 
+// Rebind looks the domain up by name on conn and uses that handle from now on: after
+// its libvirtd restarted, the connection the domain was defined on is dead.
+func (d *Domain) Rebind(conn *libvirt.Connect) error {
+	dom, err := conn.LookupDomainByName(d.Opts.Name)
+	if err != nil {
+		return fmt.Errorf("vmguest: look up %s again: %w", d.Opts.Name, err)
+	}
+	_ = d.dom.Free() // a handle of a dead connection: nothing to free on the daemon
+	d.dom = dom
+	return nil
+}
+
 // Close destroys and undefines the domain, closes the console and removes the guest's
 // directory, reporting what failed. Only the first call does.
 func (d *Domain) Close() error {

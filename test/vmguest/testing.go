@@ -95,3 +95,21 @@ func DefineT(t testing.TB, conn *libvirt.Connect, opts Options) *Domain {
 	})
 	return d
 }
+
+// PrivateLibvirtdT is StartPrivateLibvirtd for a test: a daemon of the test's own
+// (see PrivateLibvirtd), stopped and its directory removed when t ends (after the
+// domains' cleanups: call it before DefineT). A daemon that cannot start is
+// Require'd.
+func PrivateLibvirtdT(t testing.TB, suite string) *PrivateLibvirtd {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := StartPrivateLibvirtd(ctx, "")
+	netnode.Require(t, suite, "a private libvirtd (libvirtd, unshare, mount)", err)
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("private libvirtd: %v", err)
+		}
+	})
+	return p
+}
