@@ -21,13 +21,14 @@ func newLabCmd(g *globals) *cobra.Command {
 		Long: `The lab is a whole Tabby cluster on one Linux machine, for real: etcd and kube-apiserver
 on 127.0.0.1, nodes in network namespaces on a shared fabric, a tabby-node in each,
 a top-of-rack router (FRR, BIRD or gobgpd) peering eBGP with every node, and pods wired
-by tabby-cni as a kubelet would. It needs root. Everything it makes lives in its own
+by tabby-cni as a kubelet would, and where libvirt runs a VM guest on node a that is a
+workload endpoint like the pods. It needs root. Everything it makes lives in its own
 network namespaces and its state directory; the host's routes are never touched.
 
 lab up starts a supervisor process that builds the lab and holds it, follows its
 progress, then prints the nodes, the BGP sessions from both ends, the pods, the
-policies in force and a connectivity matrix (every pod connects to every other's TCP
-port 8080). lab policy deny|allow is the policy demo. lab down removes all of it.`,
+policies in force and a connectivity matrix (every pod and the VM connect to each
+other's TCP port 8080). lab policy deny|allow is the policy demo. lab down removes all of it.`,
 		Example: `  tabbyctl lab up
   tabbyctl lab up --nodes 2 --pods-per-node 1 --tor bird
   tabbyctl lab status
@@ -57,7 +58,7 @@ func labFlags(cmd *cobra.Command, o *lab.Options) {
 	f.IntVar(&o.PodsPerNode, "pods-per-node", lab.DefaultPodsPerNode, "pods on each node")
 	f.StringVar(&o.Tor, "tor", lab.DefaultTor, "top-of-rack router: frr, bird, gobgpd or none")
 	f.BoolVar(&o.RouteReflector, "route-reflector", false, "turn the node-to-node mesh off and make node a the route reflector")
-	f.BoolVar(&o.VM, "vm", false, "add a libvirt VM guest (arrives with the VM issue; accepted and ignored for now)")
+	f.BoolVar(&o.VM, "vm", true, "start a libvirt guest vm-a1 on node a, in the matrix like a pod (--vm=false: pods only; without libvirt or QEMU the lab says why and runs without it)")
 	f.StringVar(&o.BinDir, "bin-dir", "", "directory holding tabby-node and tabby-cni (default: next to tabbyctl)")
 	f.DurationVar(&o.Timeout, "timeout", lab.DefaultTimeout, "give up the bring-up after this long")
 }
@@ -74,9 +75,12 @@ func newLabUpCmd(g *globals, stateDir *string, supervisor bool) *cobra.Command {
 (10.91.0.0/16) and a BGPConfiguration; nodes in network namespaces on a fabric bridge
 (10.90.0.0/24), each running tabby-node; a top-of-rack router peering eBGP with every
 node (AS 65000; the nodes are AS 64512 in an iBGP mesh, or around a route reflector);
-and pods (Pod objects, network namespaces wired by tabby-cni through cnitool), spread
-over the nodes. Progress lines show each step; then the summary: nodes, BGP sessions
-as the nodes and the router see them, pods, and a connectivity matrix.
+pods (Pod objects, network namespaces wired by tabby-cni through cnitool), spread
+over the nodes; and (--vm, on by default) a libvirt guest vm-a1 on node a, whose tap
+node a's tabby-node makes a workload endpoint (DHCP, route, policy). Without libvirt
+or QEMU the lab says why and runs pods only. Progress lines show each step; then the
+summary: nodes, BGP sessions as the nodes and the router see them, pods, the VM, and
+a connectivity matrix.
 
 If a lab already runs in the state directory, it is reported and nothing is made. The
 exit code is 0 when every node is ready, every BGP session Established and every pod
@@ -103,9 +107,6 @@ reaches every other; 1 otherwise (the lab stays up to be looked at).`,
 		}
 		if output != "table" && output != "json" {
 			return usageErrorf("unknown output format %q: use table or json", output)
-		}
-		if o.VM {
-			fmt.Fprintln(g.stderr, "note: --vm: VMs arrive with the VM issue; this lab has pods only")
 		}
 		exe, err := os.Executable()
 		if err != nil {

@@ -48,6 +48,7 @@ type built struct {
 	nodes []*fabric.Node
 	tor   *router.Router
 	pods  []*fabric.Pod
+	vm    *labVM // nil without a guest
 }
 
 // Deadline of a policy demo's wait for every node's agent to program the change.
@@ -66,9 +67,6 @@ func (s *supervisor) build(ctx context.Context) error {
 	s.lab = b
 	p.step("lab %q: %d nodes, %d pods per node, %s, %s; state in %s", o.Name, o.Nodes, o.PodsPerNode,
 		o.torDescription(), o.bgpMode(), o.StateDir)
-	if o.VM {
-		p.step("--vm: VMs arrive with the VM issue; this lab has pods only")
-	}
 	binDir, err := findBinDir(o)
 	if err != nil {
 		return err
@@ -122,6 +120,9 @@ func (s *supervisor) build(ctx context.Context) error {
 	if err := s.startTor(ctx, b); err != nil {
 		return err
 	}
+	if err := s.prepareVM(ctx, b); err != nil {
+		return err
+	}
 	if err := s.startNodes(ctx, b); err != nil {
 		return err
 	}
@@ -131,7 +132,10 @@ func (s *supervisor) build(ctx context.Context) error {
 		}
 		p.step("node %s is the route reflector (label %s=true, cluster ID %s)", b.nodes[0].Name, rrLabel, rrClusterID)
 	}
-	if err := s.addPods(ctx, b); err != nil {
+	// The guest boots (seconds under TCG) while the pods are wired.
+	vmErr := make(chan error, 1)
+	go func() { vmErr <- s.startVM(ctx, b) }()
+	if err := errors.Join(s.addPods(ctx, b), <-vmErr); err != nil {
 		return err
 	}
 	s.waitBGP(ctx)
@@ -315,8 +319,12 @@ func torName(kind router.Kind) string {
 // startNodes starts tabby-node on every node and waits until each is registered and
 // ready.
 func (s *supervisor) startNodes(ctx context.Context, b *built) error {
-	for _, n := range b.nodes {
-		if err := s.spawn.do(func() error { return n.Start() }); err != nil {
+	for i, n := range b.nodes {
+		var args []string
+		if i == 0 && b.vm != nil {
+			args = vmNodeArgs(s.o.Name) // node a follows libvirt for the lab's guest
+		}
+		if err := s.spawn.do(func() error { return n.Start(args...) }); err != nil {
 			return err
 		}
 	}
@@ -457,7 +465,7 @@ func (s *supervisor) waitBGP(ctx context.Context) {
 	var last *Report
 	err := poll(ctx, bgpTimeout, func() error {
 		st := s.snapshot()
-		last = collect(ctx, &st, s.lab.tor, s.lab.store, false)
+		last = collect(ctx, &st, s.lab, false)
 		if len(last.Problems) > 0 {
 			return errors.New(strings.Join(last.Problems, "; "))
 		}
@@ -481,26 +489,23 @@ func (s *supervisor) waitBGP(ctx context.Context) {
 	s.p.step("%s (%v)", msg, time.Since(t0).Round(100*time.Millisecond))
 }
 
-// waitMatrix probes every pair of pods until each answered once, re-trying only those
-// that did not; a timeout is a warning.
+// waitMatrix probes every pair of workloads (the pods and the guest) until each
+// answered once, re-trying only those that did not; a timeout is a warning.
 func (s *supervisor) waitMatrix(ctx context.Context) {
 	st := s.snapshot()
-	pods := st.Pods
-	if len(pods) < 2 {
+	ws, vmIdx := matrixWorkloads(&st)
+	if len(ws) < 2 {
 		return
 	}
 	t0 := time.Now()
-	var pending [][2]int
-	for i := range pods {
-		for j := range pods {
-			if i != j {
-				pending = append(pending, [2]int{i, j})
-			}
-		}
-	}
+	pending := allPairs(len(ws))
 	total := len(pending)
+	what := "pods"
+	if vmIdx >= 0 {
+		what = "workloads (the pods and the VM)"
+	}
 	err := poll(ctx, matrixTimeout, func() error {
-		ok := probePairs(ctx, pods, pending)
+		ok := probePairs(ctx, ws, vmIdx, s.lab.vm, pending)
 		var still [][2]int
 		for k, p := range pending {
 			if !ok[k] {
@@ -509,7 +514,7 @@ func (s *supervisor) waitMatrix(ctx context.Context) {
 		}
 		pending = still
 		if len(pending) > 0 {
-			return fmt.Errorf("%d of %d pairs of pods do not reach each other yet", len(pending), total)
+			return fmt.Errorf("%d of %d pairs of %s do not reach each other yet", len(pending), total, what)
 		}
 		return nil
 	})
@@ -517,7 +522,7 @@ func (s *supervisor) waitMatrix(ctx context.Context) {
 		s.p.step("warning: %v after %v", err, matrixTimeout)
 		return
 	}
-	s.p.step("routes converged: all %d pairs of pods reach each other (%v)", total, time.Since(t0).Round(100*time.Millisecond))
+	s.p.step("routes converged: all %d pairs of %s reach each other (%v)", total, what, time.Since(t0).Round(100*time.Millisecond))
 }
 
 // permanentError ends a poll at once.

@@ -9,7 +9,12 @@
 // namespace running FRR, BIRD 2 or gobgpd (test/router) with eBGP to every node, the
 // nodes in an iBGP mesh or around a route reflector; and pods: Pod objects (labelled
 // app=<name>) plus network namespaces wired by tabby-cni through cnitool, as a kubelet
-// would. The agents enforce network policy (--policy=true), each pinning its BPF maps,
+// would; and, with Options.VM (tabbyctl's default), a libvirt guest vm-a1 on node a
+// (vm.go): test/vmguest's guest on the machine's system libvirtd, Tabby metadata
+// (namespace demo, app=vm-a1) in its domain XML, its tap moved into node a's namespace
+// while it is paused, node a's tabby-node following libvirt for the lab's taps and
+// answering its DHCP. Where libvirt or QEMU cannot run, the lab says why in one line
+// and runs without it. The agents enforce network policy (--policy=true), each pinning its BPF maps,
 // programs and links in a directory of its own on the bpffs test/fabric mounts under
 // the state directory (<state-dir>/fabric/bpffs/<node>).
 //
@@ -18,7 +23,9 @@
 // The connectivity matrix is a TCP probe (probe.go): every pod serves HTTP on
 // ProbePort from a socket the supervisor made inside the pod's namespace, and a probe
 // connects from inside the source pod's namespace and wants the destination's name
-// back. A cell without an answer is denied when a Kubernetes NetworkPolicy in force
+// back. The VM answers its bare name on ProbePort and is probed one connection at a
+// time (its server's backlog is one); its own row is one command on its serial
+// console (busybox nc to every pod at once). A cell without an answer is denied when a Kubernetes NetworkPolicy in force
 // isolates the destination for ingress (not a problem), failed otherwise. The policy
 // demo (policy.go, tabbyctl lab policy deny|allow) applies or removes the embedded
 // NetworkPolicy policies/deny-pod-a1.yaml through the supervisor, waits until every
@@ -56,7 +63,8 @@
 //
 // Down sends the supervisor SIGTERM and waits for its lock (SIGKILL after 90 s); the
 // supervisor's teardown removes everything. Down then sweeps, so that it also works
-// after a SIGKILL or a crash: processes whose command line names the state directory
+// after a SIGKILL or a crash: libvirt domains named <name>-* (destroyed, undefined;
+// the libvirtd the lab started is stopped when no domain is left), processes whose command line names the state directory
 // or that run in one of the lab's network namespaces (found by the namespace inode),
 // the namespaces (recorded in state.json, or named <name>-*), cnitool's cached results
 // (/var/lib/cni/results/<name>-*), FRR's crash-log directories of the router's daemons

@@ -31,11 +31,12 @@ var (
 
 // stateEntries are the names lab makes in its state directory; down removes the
 // directory only when it holds nothing else (a mistyped --state-dir is left alone).
-var stateEntries = []string{stateFile, stateFile + ".tmp", lockFile, logFile, sockFile, kubeconfigFile, k8sDir, fabricDir}
+var stateEntries = []string{stateFile, stateFile + ".tmp", lockFile, logFile, sockFile, kubeconfigFile, k8sDir, fabricDir, vmDir}
 
 // Down removes the lab of dir (named name when dir has no state): it sends the
 // supervisor SIGTERM and waits for its own teardown (SIGKILL after 90 s), then sweeps
-// whatever is left, also after the supervisor was killed outright: processes started
+// whatever is left, also after the supervisor was killed outright: the lab's libvirt
+// domains (named <name>-*: destroyed and undefined), processes started
 // for the lab (their command line names the state directory, or they run in one of
 // the lab's network namespaces), the namespaces (recorded, or named <name>-*), cnitool's
 // cached results of the lab's networks, FRR's crash-log directories of the ToR's
@@ -72,6 +73,11 @@ func Down(ctx context.Context, dir, name string, logf func(format string, args .
 		}
 	}
 	var errs []error
+	// Before the processes: libvirt stops the guest's QEMU (not the lab's child: it
+	// outlives a SIGKILLed supervisor) and forgets the domain.
+	if err := sweepVMs(ctx, name, st, logf); err != nil {
+		errs = append(errs, err)
+	}
 	if err := sweepProcs(dir, name, st, logf); err != nil {
 		errs = append(errs, err)
 	}

@@ -56,7 +56,7 @@ func TestArgsRoundTrip(t *testing.T) {
 	o := Options{Name: "x1", StateDir: "/run/x1", BinDir: "/opt/bin", Nodes: 4, PodsPerNode: 0, Tor: "bird",
 		RouteReflector: true, VM: true, Timeout: time.Minute}
 	got := strings.Join(o.Args(), " ")
-	want := "--name x1 --state-dir /run/x1 --nodes 4 --pods-per-node 0 --tor bird --timeout 1m0s --bin-dir /opt/bin --route-reflector --vm"
+	want := "--name x1 --state-dir /run/x1 --nodes 4 --pods-per-node 0 --tor bird --timeout 1m0s --bin-dir /opt/bin --route-reflector --vm=true"
 	if got != want {
 		t.Errorf("Args:\n got %s\nwant %s", got, want)
 	}

@@ -244,7 +244,7 @@ func (s *supervisor) policyDemo(ctx context.Context, action string) (*PolicyResu
 	res.ProgrammedAfter = time.Since(t0).Round(time.Millisecond).String()
 	s.p.detail("policy %s: %s %s/%s (resourceVersion %q) programmed by every node after %s", action, res.Kind,
 		res.Namespace, res.Name, res.ResourceVersion, res.ProgrammedAfter)
-	res.Report = collect(ctx, &st, s.lab.tor, store, true)
+	res.Report = collect(ctx, &st, s.lab, true)
 	return res, nil
 }
 

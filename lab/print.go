@@ -35,7 +35,11 @@ func WriteReport(w io.Writer, r *Report, h Hints) error {
 	if r.Existing {
 		state = "is already running (lab up made nothing new)"
 	}
-	fmt.Fprintf(b, "\nTabby lab %q %s: %d nodes, %d pods, %s, %s\n", r.Name, state, len(r.Nodes), len(r.Pods),
+	vms := ""
+	if r.VM != nil {
+		vms = ", 1 VM"
+	}
+	fmt.Fprintf(b, "\nTabby lab %q %s: %d nodes, %d pods%s, %s, %s\n", r.Name, state, len(r.Nodes), len(r.Pods), vms,
 		o.torDescription(), o.bgpMode())
 	fmt.Fprintf(b, "  started %s", r.Started.Local().Format(time.DateTime))
 	if r.ReadyAfter != "" {
@@ -99,6 +103,7 @@ func WriteReport(w io.Writer, r *Report, h Hints) error {
 		}
 		tw.Flush()
 	}
+	writeVM(b, r)
 	writePolicies(b, r.Policies)
 	if m := r.Matrix; m != nil && len(m.Workloads) > 1 {
 		writeMatrix(b, m)
@@ -112,6 +117,23 @@ func WriteReport(w io.Writer, r *Report, h Hints) error {
 	writeNext(b, r, h)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeVM prints the lab's guest, or why it has none.
+func writeVM(b *strings.Builder, r *Report) {
+	v := r.VM
+	switch {
+	case v == nil && r.VMNote != "":
+		fmt.Fprintf(b, "\nVMS\n  (none: %s)\n", r.VMNote)
+		return
+	case v == nil:
+		return
+	}
+	b.WriteString("\nVMS (libvirt domains; the address is their WorkloadEndpoint's, handed out by DHCP)\n")
+	tw := tabwriter.NewWriter(b, 4, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tDOMAIN\tNAMESPACE\tNODE\tTAP\tMAC\tIP\tSTATE")
+	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Domain, v.Namespace, v.Node, v.Tap, v.MAC, dash(v.IP), v.State)
+	tw.Flush()
 }
 
 // nodePolicy is the NODES table's POLICY cell.
@@ -234,12 +256,22 @@ func writeNext(b *strings.Builder, r *Report, h Hints) {
 			lines = append(lines, line{lab + " policy deny", "the policy demo: deny every connection to pod-a1 and show the matrix change"})
 		}
 	}
+	if v := r.VM; v != nil && v.IP != "" && len(r.Pods) > 0 {
+		src := r.Pods[len(r.Pods)-1]
+		lines = append(lines, line{fmt.Sprintf("%s exec %s -- curl -s telnet://%s:%d </dev/null", lab, src.Name, v.IP, ProbePort),
+			fmt.Sprintf("%s connects to the VM %s, which answers its name", src.Name, v.Name)},
+			line{fmt.Sprintf("virsh -c qemu:///system dominfo %s", v.Domain), "the VM as libvirt sees it"})
+	}
 	lines = append(lines, line{lab + " status", "this summary again, live"}, line{lab + " down", "remove everything the lab made"})
 	b.WriteString("\nNEXT (the lab's kubeconfig is " + r.Kubeconfig + ")\n")
 	for _, l := range lines {
 		fmt.Fprintf(b, "  %s:\n      %s\n", l.what, l.cmd)
 	}
-	fmt.Fprintf(b, "  logs: %s/%s, %s/%s/<node>/tabby-node.log\n", r.StateDir, logFile, r.StateDir, fabricDir)
+	fmt.Fprintf(b, "  logs: %s/%s, %s/%s/<node>/tabby-node.log", r.StateDir, logFile, r.StateDir, fabricDir)
+	if r.VM != nil {
+		fmt.Fprintf(b, ", %s/%s/console.log (the VM's console)", r.StateDir, vmDir)
+	}
+	b.WriteString("\n")
 }
 
 // torShow is the router CLI's command showing its BGP sessions.

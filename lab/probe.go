@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,8 +70,9 @@ func (ps *podServer) stop() error {
 }
 
 // probe connects from network namespace srcNetns to dst's ProbePort and reports
-// whether dst answered with its name within probeTimeout.
-func probe(ctx context.Context, srcNetns string, dst PodState) bool {
+// whether dst answered with its name within probeTimeout. A pod answers HTTP; bare
+// (the guest) is sent nothing and answers its name on a line of its own.
+func probe(ctx context.Context, srcNetns string, dst PodState, bare bool) bool {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	addr, err := netip.ParseAddr(dst.IP)
@@ -93,6 +95,12 @@ func probe(ctx context.Context, srcNetns string, dst PodState) bool {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
+	if bare {
+		// Nothing is sent: the guest's server (busybox nc) answers and closes at once,
+		// and data it did not read would make its end reset the connection.
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		return answersAs(line, dst.Name)
+	}
 	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", dst.IP); err != nil {
 		return false
 	}
@@ -105,19 +113,25 @@ func probe(ctx context.Context, srcNetns string, dst PodState) bool {
 	return resp.StatusCode == http.StatusOK && strings.HasPrefix(line, dst.Name+" ")
 }
 
-// probeAll probes every pod from every other pod.
-func probeAll(ctx context.Context, pods []PodState) *Matrix {
-	t0 := time.Now()
-	m := newMatrix(pods)
-	var pairs [][2]int
-	for i := range pods {
-		for j := range pods {
-			if i != j {
-				pairs = append(pairs, [2]int{i, j})
-			}
-		}
+// matrixWorkloads are the matrix's rows and columns: the pods, then the lab's guest
+// once it has an address; vmIdx is the guest's index (-1 without one).
+func matrixWorkloads(st *State) (ws []PodState, vmIdx int) {
+	ws = slices.Clone(st.Pods)
+	vmIdx = -1
+	if vm := st.VM; vm != nil && vm.IP != "" {
+		ws = append(ws, PodState{Namespace: vm.Namespace, Name: vm.Name, Node: vm.Node, Netns: vm.Netns, IP: vm.IP})
+		vmIdx = len(ws) - 1
 	}
-	ok := probePairs(ctx, pods, pairs)
+	return ws, vmIdx
+}
+
+// probeAll probes every workload from every other: the pods, and the guest (vm, at
+// vmIdx of ws) as a destination and, over its console, as a source.
+func probeAll(ctx context.Context, ws []PodState, vmIdx int, vm *labVM) *Matrix {
+	t0 := time.Now()
+	m := newMatrix(ws)
+	pairs := allPairs(len(ws))
+	ok := probePairs(ctx, ws, vmIdx, vm, pairs)
 	for k, p := range pairs {
 		if ok[k] {
 			m.Cells[p[0]][p[1]] = CellOK
@@ -126,6 +140,19 @@ func probeAll(ctx context.Context, pods []PodState) *Matrix {
 	}
 	m.Took = time.Since(t0).Round(time.Millisecond).String()
 	return m
+}
+
+// allPairs is every pair (i, j) of n workloads with i != j.
+func allPairs(n int) [][2]int {
+	var pairs [][2]int
+	for i := range n {
+		for j := range n {
+			if i != j {
+				pairs = append(pairs, [2]int{i, j})
+			}
+		}
+	}
+	return pairs
 }
 
 // newMatrix is the matrix of pods with every pair failed.
@@ -146,19 +173,51 @@ func newMatrix(pods []PodState) *Matrix {
 	return m
 }
 
-// probePairs probes pods[p[1]] from pods[p[0]] for each pair, many at once, and says
-// which answered.
-func probePairs(ctx context.Context, pods []PodState, pairs [][2]int) []bool {
+// probePairs probes ws[p[1]] from ws[p[0]] for each pair, many at once, and says
+// which answered. Probes to the guest (vmIdx) go one after another; pairs from it go
+// in one command on its console (none without vm), once the probes to it are done
+// (its one slow CPU would not answer them in time while it probes), alongside the
+// rest.
+func probePairs(ctx context.Context, ws []PodState, vmIdx int, vm *labVM, pairs [][2]int) []bool {
 	ok := make([]bool, len(pairs))
 	sem := make(chan struct{}, probeParallel)
-	var wg sync.WaitGroup
+	var wg, toVM sync.WaitGroup
+	// One at a time to the guest: its server (busybox nc -ll) listens with a backlog
+	// of one and drops the SYNs of connections that come together.
+	var vmMu sync.Mutex
+	var fromVM []int // indexes into pairs
 	for k, p := range pairs {
+		if p[0] == vmIdx {
+			fromVM = append(fromVM, k)
+			continue
+		}
+		if p[1] == vmIdx {
+			toVM.Go(func() {
+				vmMu.Lock()
+				defer vmMu.Unlock()
+				ok[k] = probe(ctx, ws[p[0]].Netns, ws[p[1]], true)
+			})
+			continue
+		}
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			ok[k] = probe(ctx, pods[p[0]].Netns, pods[p[1]])
+			ok[k] = probe(ctx, ws[p[0]].Netns, ws[p[1]], false)
 		})
 	}
+	if len(fromVM) > 0 && vm != nil {
+		wg.Go(func() {
+			toVM.Wait()
+			dsts := make([]PodState, len(fromVM))
+			for i, k := range fromVM {
+				dsts[i] = ws[pairs[k][1]]
+			}
+			for i, res := range vm.probeFrom(ctx, dsts) {
+				ok[fromVM[i]] = res
+			}
+		})
+	}
+	toVM.Wait()
 	wg.Wait()
 	return ok
 }

@@ -33,6 +33,10 @@ type Report struct {
 	Nodes []NodeReport `json:"nodes"`
 	Tor   *TorReport   `json:"tor,omitempty"`
 	Pods  []PodState   `json:"pods"`
+	// VM is the lab's libvirt guest (nil without one); VMNote says why there is none
+	// when one was asked for.
+	VM     *VMReport `json:"vm,omitempty"`
+	VMNote string    `json:"vmNote,omitempty"`
 	// Policies are the network policies in force: those in the API server and those
 	// the nodes' agents programmed.
 	Policies []PolicyReport `json:"policies"`
@@ -142,10 +146,16 @@ func expectedSessions(o Options, i, n int) int {
 
 // collect asks every node's agent, the router and the API server (the policies, when
 // store is set), and with matrix probes every pair.
-func collect(ctx context.Context, st *State, tor *router.Router, store datastore.Store, matrix bool) *Report {
+func collect(ctx context.Context, st *State, b *built, matrix bool) *Report {
+	var tor *router.Router
+	var store datastore.Store
+	var vm *labVM
+	if b != nil {
+		tor, store, vm = b.tor, b.store, b.vm
+	}
 	r := &Report{Name: st.Name, StateDir: st.StateDir, Phase: st.Phase, PID: st.PID, Started: st.Started,
 		ReadyAfter: st.ReadyAfter, Options: st.Options, Kubeconfig: st.Kubeconfig, APIServer: st.APIServer,
-		Pods: slices.Clone(st.Pods), Policies: []PolicyReport{}, Problems: []string{}}
+		Pods: slices.Clone(st.Pods), VMNote: st.VMNote, Policies: []PolicyReport{}, Problems: []string{}}
 	if st.K8sBinDir != "" {
 		r.Kubectl = st.K8sBinDir + "/kubectl"
 	}
@@ -162,13 +172,17 @@ func collect(ctx context.Context, st *State, tor *router.Router, store datastore
 	if store != nil {
 		wg.Go(func() { pols, polErr = listPolicies(ctx, store) })
 	}
+	if vm != nil && st.VM != nil {
+		wg.Go(func() { r.VM = vm.report(ctx, store) })
+	}
+	ws, vmIdx := matrixWorkloads(st)
 	if matrix {
-		wg.Go(func() { r.Matrix = probeAll(ctx, st.Pods) })
+		wg.Go(func() { r.Matrix = probeAll(ctx, ws, vmIdx, vm) })
 	}
 	wg.Wait()
 	r.Policies = policyReports(r, pols)
 	if r.Matrix != nil {
-		markDenied(r.Matrix, r.Pods, pols)
+		markDenied(r.Matrix, ws, pols)
 	}
 	r.Problems = problems(r)
 	if polErr != nil {
@@ -272,6 +286,14 @@ func problems(r *Report) []string {
 		}
 		if t.Error == "" && len(t.Peers) < len(r.Nodes) {
 			out = append(out, fmt.Sprintf("ToR %s: sessions with %d of %d nodes", t.Kind, len(t.Peers), len(r.Nodes)))
+		}
+	}
+	if v := r.VM; v != nil {
+		if v.State != "running" {
+			out = append(out, fmt.Sprintf("vm %s: domain %s is %s", v.Name, v.Domain, v.State))
+		}
+		if v.Error != "" {
+			out = append(out, fmt.Sprintf("vm %s: %s", v.Name, v.Error))
 		}
 	}
 	out = append(out, policyProblems(r.Policies)...)

@@ -19,6 +19,7 @@ const (
 	kubeconfigFile = "kubeconfig" // the admin kubeconfig of the lab's kube-apiserver
 	k8sDir         = "k8s"        // etcd and kube-apiserver (test/k8senv)
 	fabricDir      = "fabric"     // node directories, the ToR's directory
+	vmDir          = "vm"         // the guest's files: kernel, initramfs, console (QEMU reads them)
 )
 
 // Phases of a lab, in State.Phase.
@@ -52,6 +53,10 @@ type State struct {
 	Nodes  []NodeState `json:"nodes,omitempty"`
 	Tor    *TorState   `json:"tor,omitempty"`
 	Pods   []PodState  `json:"pods,omitempty"`
+	// VM is the lab's libvirt guest (nil without one); VMNote says why there is none
+	// when one was asked for.
+	VM     *VMState `json:"vm,omitempty"`
+	VMNote string   `json:"vmNote,omitempty"`
 	// Netns is every network namespace the lab made (also those of Nodes, Tor, Pods).
 	Netns []string `json:"netns,omitempty"`
 }
@@ -93,6 +98,23 @@ type PodState struct {
 	Node      string `json:"node"`
 	Netns     string `json:"netns"`
 	IP        string `json:"ip"`
+}
+
+// VMState is the lab's libvirt guest: a domain of the machine's system libvirtd whose
+// tap was moved into its node's namespace.
+type VMState struct {
+	Name      string `json:"name"`   // the workload's name in the matrix (vm-a1), what it answers
+	Domain    string `json:"domain"` // the libvirt domain: <lab name>-vm-a1
+	Namespace string `json:"namespace"`
+	Node      string `json:"node"`
+	Netns     string `json:"netns"` // the node's namespace, where its tap is
+	Tap       string `json:"tap"`
+	MAC       string `json:"mac"`
+	Dir       string `json:"dir"`          // its files (under the state directory)
+	IP        string `json:"ip,omitempty"` // from its WorkloadEndpoint, once it has one
+	// LibvirtdPID is the system libvirtd's pid when the lab started it (lab down stops
+	// it after a SIGKILL of the supervisor, if no domain is left on it).
+	LibvirtdPID int `json:"libvirtdPID,omitempty"`
 }
 
 func statePath(dir string) string { return filepath.Join(dir, stateFile) }

@@ -139,7 +139,7 @@ func (s *supervisor) serve() error {
 		collectMu.Lock()
 		defer collectMu.Unlock()
 		st := s.snapshot()
-		rep := collect(r.Context(), &st, s.lab.tor, s.lab.store, r.URL.Query().Get("matrix") != "0")
+		rep := collect(r.Context(), &st, s.lab, r.URL.Query().Get("matrix") != "0")
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(rep)
 	})

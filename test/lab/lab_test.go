@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,6 +72,8 @@ func TestLabUpDown(t *testing.T) {
 	_, err = netnode.FindCnitool(ctx, "")
 	netnode.Require(t, suite, "cnitool (hack/cnitool.sh)", err)
 
+	wantVM := libvirtInstalled(t)
+
 	binDir := t.TempDir()
 	start := time.Now()
 	if err := fabric.BuildBinaries(ctx, binDir); err != nil {
@@ -108,7 +111,7 @@ func TestLabUpDown(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("decode the report: %v\n%s", err, out)
 	}
-	checkReport(t, &r, 2, 4)
+	checkReport(t, &r, 2, 4, wantVM)
 	st, err := lab.ReadState(l.dir)
 	if err != nil {
 		t.Fatal(err)
@@ -123,9 +126,10 @@ func TestLabUpDown(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rs); err != nil {
 		t.Fatalf("decode the status: %v\n%s", err, out)
 	}
-	checkReport(t, &rs, 2, 4)
+	checkReport(t, &rs, 2, 4, wantVM)
+	full := fullMatrix(4, wantVM)
 	out, _, code = l.run(2*time.Minute, "status")
-	if code != 0 || !strings.Contains(out, "12 of 12 pairs reachable") {
+	if code != 0 || !strings.Contains(out, full) {
 		t.Errorf("lab status (table) exited %d:\n%s", code, out)
 	}
 
@@ -149,7 +153,7 @@ func TestLabUpDown(t *testing.T) {
 
 	// The policy demo: a deny policy changes the matrix, removing it restores it.
 	progs := pinnedPrograms(t, st)
-	checkPolicyDemo(t, l)
+	checkPolicyDemo(t, l, full)
 
 	// Up again: the running lab is reported, nothing new is made.
 	out, _, code = l.run(2*time.Minute, "up", "--name", l.name, "--nodes", "2", "-o", "json")
@@ -172,10 +176,91 @@ func TestLabUpDown(t *testing.T) {
 	}
 	checkNothingLeft(t, l, st, before)
 	checkProgramsGone(t, progs)
+
+	if wantVM {
+		checkKilledVM(t, l, before)
+	}
 }
 
-// checkReport checks a healthy report of nodes nodes and pods pods.
-func checkReport(t *testing.T, r *lab.Report, nodes, pods int) {
+// libvirtInstalled reports whether libvirt and QEMU are installed, so that the lab
+// must start its VM; under CI=true they must be (hack/deps.sh installs them).
+// Without them the lab runs pods only and says why.
+func libvirtInstalled(t *testing.T) bool {
+	t.Helper()
+	for _, bin := range []string{"qemu-system-x86_64", "libvirtd", "virtlogd", "virsh"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s: %s not installed (hack/deps.sh installs libvirt and QEMU)", suite, bin)
+			}
+			t.Logf("!!! %s: %s not installed: the lab runs without its VM (this would FAIL under CI=true)", suite, bin)
+			return false
+		}
+	}
+	return true
+}
+
+// fullMatrix is the status table's line of a full matrix of pods pods (and the VM).
+func fullMatrix(pods int, vm bool) string {
+	n := pods
+	if vm {
+		n++
+	}
+	return fmt.Sprintf("%d of %d pairs reachable", n*(n-1), n*(n-1))
+}
+
+// labDomains are the libvirt domains of the lab (named <name>-*).
+func labDomains(t *testing.T, l *labRun) []string {
+	t.Helper()
+	var out []string
+	for _, d := range strings.Fields(netnode.MustRun(t, "virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name")) {
+		if strings.HasPrefix(d, l.name+"-") {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// checkKilledVM: a small lab with its VM, the supervisor killed with SIGKILL (the
+// guest outlives it: QEMU is libvirtd's child), then lab down removes the domain and
+// everything else.
+func checkKilledVM(t *testing.T, l *labRun, before snapshot) {
+	t.Helper()
+	start := time.Now()
+	out, errOut, code := l.run(4*time.Minute, "up", "--name", l.name, "--nodes", "1", "--pods-per-node", "1", "-o", "json")
+	var r lab.Report
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.VM == nil {
+		t.Fatalf("lab up --nodes 1 --pods-per-node 1: exit %d, want a lab with its VM\n%s%s", code, out, errOut)
+	}
+	t.Logf("lab up --nodes 1 --pods-per-node 1 with the VM in %v", time.Since(start).Round(time.Millisecond))
+	st, err := lab.ReadState(l.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := netnode.Poll(context.Background(), 10*time.Second, 20*time.Millisecond, func() error {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", st.PID)); err == nil && !strings.Contains(string(b), ") Z ") {
+			return fmt.Errorf("supervisor %d still alive", st.PID)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if doms := labDomains(t, l); len(doms) != 1 {
+		t.Errorf("after SIGKILL of the supervisor: domains %v, want the guest still there", doms)
+	}
+	out, errOut, code = l.run(3*time.Minute, "down", "--name", l.name)
+	t.Logf("lab down after SIGKILL (exit %d):\n%s%s", code, out, errOut)
+	if code != 0 || !strings.Contains(out, "undefined libvirt domain "+r.VM.Domain) {
+		t.Errorf("lab down after SIGKILL: exit %d, want the domain %s destroyed and undefined", code, r.VM.Domain)
+	}
+	checkNothingLeft(t, l, st, before)
+}
+
+// checkReport checks a healthy report of nodes nodes and pods pods (and the VM: in
+// the matrix, every pod reaches it and it reaches every pod).
+func checkReport(t *testing.T, r *lab.Report, nodes, pods int, vm bool) {
 	t.Helper()
 	if len(r.Problems) > 0 {
 		t.Errorf("report problems:\n%s", strings.Join(r.Problems, "\n"))
@@ -202,9 +287,17 @@ func checkReport(t *testing.T, r *lab.Report, nodes, pods int) {
 			t.Errorf("ToR session with %s (%s): %s, %d prefixes; want Established with prefixes", p.Addr, p.Node, p.State, p.Prefixes)
 		}
 	}
+	checkVM(t, r, vm)
+	n := pods
+	if vm {
+		n++
+	}
 	m := r.Matrix
-	if m == nil || m.Total != pods*(pods-1) || m.Reachable != m.Total || len(m.Cells) != pods {
-		t.Fatalf("matrix %+v: want %d of %d pairs reachable", m, pods*(pods-1), pods*(pods-1))
+	if m == nil || m.Total != n*(n-1) || m.Reachable != m.Total || len(m.Cells) != n {
+		t.Fatalf("matrix %+v: want %d of %d pairs reachable", m, n*(n-1), n*(n-1))
+	}
+	if vm && m.Workloads[n-1] != lab.VMName {
+		t.Errorf("matrix workloads %v: want %s last", m.Workloads, lab.VMName)
 	}
 	for i, row := range m.Cells {
 		for j, c := range row {
@@ -216,6 +309,26 @@ func checkReport(t *testing.T, r *lab.Report, nodes, pods int) {
 				t.Errorf("matrix %s -> %s: %s, want %s", m.Workloads[i], m.Workloads[j], c, want)
 			}
 		}
+	}
+}
+
+// checkVM checks the report's VM: running on node a with its WorkloadEndpoint's
+// address, or (without libvirt) none and a note saying why.
+func checkVM(t *testing.T, r *lab.Report, want bool) {
+	t.Helper()
+	if !want {
+		if r.VM != nil || r.VMNote == "" {
+			t.Errorf("report without libvirt: VM %+v, note %q; want no VM and a note", r.VM, r.VMNote)
+		}
+		return
+	}
+	v := r.VM
+	switch {
+	case v == nil:
+		t.Fatalf("report: no VM (note %q)", r.VMNote)
+	case v.Name != lab.VMName || v.Domain != r.Name+"-"+lab.VMName || v.Node != r.Nodes[0].Name || v.State != "running" ||
+		v.IP == "" || v.Endpoint == "" || !strings.HasPrefix(v.Tap, r.Name) || v.MAC == "":
+		t.Errorf("report: VM %+v; want %s, domain %s-%s, running on %s with an endpoint and an address", v, lab.VMName, r.Name, lab.VMName, r.Nodes[0].Name)
 	}
 }
 
@@ -305,6 +418,11 @@ func checkNothingLeft(t *testing.T, l *labRun, st *lab.State, before snapshot) {
 			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], l.dir) {
 				leftovers = append(leftovers, "mount "+f[4])
 			}
+		}
+	}
+	if _, err := exec.LookPath("virsh"); err == nil {
+		for _, d := range labDomains(t, l) {
+			leftovers = append(leftovers, "libvirt domain "+d)
 		}
 	}
 	if st.Tor != nil {

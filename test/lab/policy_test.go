@@ -23,7 +23,7 @@ const demoTarget = "pod-a1"
 // denied and the rest reachable, with the policy programmed by every node; then lab
 // policy allow and the matrix full again. The demo's own report should show it at
 // once (it waits for every agent); lab status is polled only if it does not.
-func checkPolicyDemo(t *testing.T, l *labRun) {
+func checkPolicyDemo(t *testing.T, l *labRun, full string) {
 	t.Helper()
 	np, err := lab.DenyPolicy()
 	if err != nil {
@@ -65,7 +65,7 @@ func checkPolicyDemo(t *testing.T, l *labRun) {
 	}
 	// The table of lab status: the restored matrix, no policy in force.
 	out, _, code := l.run(time.Minute, "status")
-	if code != 0 || !strings.Contains(out, "12 of 12 pairs reachable") || !strings.Contains(out, "POLICIES IN FORCE\n  (none") {
+	if code != 0 || !strings.Contains(out, full) || !strings.Contains(out, "POLICIES IN FORCE\n  (none") {
 		t.Errorf("lab status after the demo: exit %d:\n%s", code, out)
 	}
 }
