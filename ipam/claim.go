@@ -85,8 +85,15 @@ func (a *Allocator) claim(ctx context.Context, node string, cidr netip.Prefix, s
 	created, err := datastore.Create(ctx, a.s, aff)
 	switch {
 	case errors.Is(err, datastore.ErrAlreadyExists):
-		// A claim of ours that did not finish: take it up again.
-		if created, err = datastore.Get[*v1.BlockAffinity](ctx, a.s, "", aff.Name); err != nil {
+		// A claim of ours that did not finish, or one another allocator for this node
+		// is making right now: take it up.
+		created, err = datastore.Get[*v1.BlockAffinity](ctx, a.s, "", aff.Name)
+		if errors.Is(err, datastore.ErrNotFound) {
+			// That other claim was given up in between (its block went to another
+			// node): so is this candidate.
+			return nil, fmt.Errorf("claim %s: affinity dropped by a concurrent claim: %w", cidr, datastore.ErrAlreadyExists)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("read own affinity %s: %w", aff.Name, err)
 		}
 	case err != nil:
