@@ -450,3 +450,36 @@ func macOf(s string) net.HardwareAddr {
 	m, _ := net.ParseMAC(s)
 	return m
 }
+
+// startOnNodeA starts d with its tap moved into node A's namespace while the guest is
+// paused (moving a link takes it down; libvirt had brought it up), then waits for the
+// guest's WorkloadEndpoint with one address and returns it and that /32.
+func (w *world) startOnNodeA(t *testing.T, ctx context.Context, d *vmguest.Domain, name, tap string) (*v1.WorkloadEndpoint, netip.Prefix) {
+	t.Helper()
+	hook := func() error {
+		if _, err := netnode.Run(ctx, "ip", "link", "set", tap, "netns", w.a.Name); err != nil {
+			return err
+		}
+		_, err := w.a.Net.IP(ctx, "link", "set", tap, "up")
+		return err
+	}
+	if err := d.Start(ctx, hook); err != nil {
+		t.Fatal(err)
+	}
+	var wep *v1.WorkloadEndpoint
+	waitFor(t, "the guest's WorkloadEndpoint", waitTimeout, func() error {
+		var err error
+		if wep, err = w.guestWEP(name); err != nil {
+			return err
+		}
+		if len(wep.Spec.IPNetworks) != 1 {
+			return fmt.Errorf("endpoint %s has addresses %v", wep.Name, wep.Spec.IPNetworks)
+		}
+		return nil
+	})
+	vmNet, err := netip.ParsePrefix(wep.Spec.IPNetworks[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wep, vmNet
+}

@@ -3,7 +3,6 @@ package vm
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,31 +69,7 @@ func TestLibvirtdRestart(t *testing.T) {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
-	hook := func() error {
-		if _, err := netnode.Run(ctx, "ip", "link", "set", tap, "netns", w.a.Name); err != nil {
-			return err
-		}
-		_, err := w.a.Net.IP(ctx, "link", "set", tap, "up")
-		return err
-	}
-	if err := d.Start(ctx, hook); err != nil {
-		t.Fatal(err)
-	}
-	var wep *v1.WorkloadEndpoint
-	waitFor(t, "the guest's WorkloadEndpoint", waitTimeout, func() error {
-		var err error
-		if wep, err = w.guestWEP(name); err != nil {
-			return err
-		}
-		if len(wep.Spec.IPNetworks) != 1 {
-			return fmt.Errorf("endpoint %s has addresses %v", wep.Name, wep.Spec.IPNetworks)
-		}
-		return nil
-	})
-	vmNet, err := netip.ParsePrefix(wep.Spec.IPNetworks[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	wep, vmNet := w.startOnNodeA(t, ctx, d, name, tap)
 	vmIP := vmNet.Addr()
 	if addr, _, err := d.WaitDHCP(ctx, 0, bootTimeout); err != nil || addr != vmNet.String() {
 		t.Fatalf("guest's DHCP: %s, %v; want %s", addr, err, vmNet)

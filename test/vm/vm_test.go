@@ -85,32 +85,7 @@ func TestVMEndpoint(t *testing.T) {
 	mac := fmt.Sprintf("52:54:00:%s:%s:%s", w.id[0:2], w.id[2:4], w.id[4:6])
 	meta := fmt.Sprintf(`<tabby:endpoint xmlns:tabby="https://tabby.dev/xmlns/vm/1.0" namespace="%s"><tabby:label key="app" value="vm"/></tabby:endpoint>`, w.ns)
 	d := vmguest.DefineT(t, w.conn, vmguest.Options{Name: name, MAC: mac, Tap: tap, Metadata: meta, Artifacts: w.art})
-	hook := func() error {
-		if _, err := netnode.Run(ctx, "ip", "link", "set", tap, "netns", w.a.Name); err != nil {
-			return err
-		}
-		// Moving a link to another namespace takes it down; libvirt had brought it up.
-		_, err := w.a.Net.IP(ctx, "link", "set", tap, "up")
-		return err
-	}
-	if err := d.Start(ctx, hook); err != nil {
-		t.Fatal(err)
-	}
-	var wep *v1.WorkloadEndpoint
-	waitFor(t, "the guest's WorkloadEndpoint", waitTimeout, func() error {
-		var err error
-		if wep, err = w.guestWEP(name); err != nil {
-			return err
-		}
-		if len(wep.Spec.IPNetworks) != 1 {
-			return fmt.Errorf("endpoint %s has addresses %v", wep.Name, wep.Spec.IPNetworks)
-		}
-		return nil
-	})
-	vmNet, err := netip.ParsePrefix(wep.Spec.IPNetworks[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	wep, vmNet := w.startOnNodeA(t, ctx, d, name, tap)
 	vmIP := vmNet.Addr()
 	switch {
 	case wep.Spec.Node != w.a.Name || wep.Spec.InterfaceName != tap || wep.Spec.MAC != mac:
