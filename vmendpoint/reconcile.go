@@ -27,6 +27,7 @@ type IPAM interface {
 	AddressesOf(ctx context.Context, handleID string) ([]netip.Addr, error)
 	ReleaseHandle(ctx context.Context, handleID string) ([]netip.Addr, error)
 	Lookup(ctx context.Context, ip netip.Addr) (ipam.AddressInfo, error)
+	Adopt(ctx context.Context, handleID, node string) ([]netip.Addr, error)
 }
 
 // DHCPConfig is what the DHCP server on one tap hands the guest.
@@ -284,6 +285,15 @@ func (r *Reconciler) address(ctx context.Context, e Endpoint) (netip.Addr, error
 		return netip.Addr{}, fmt.Errorf("read the addresses of handle %s: %w", handle, err)
 	}
 	if len(held) > 0 && (!e.IP.IsValid() || slices.Contains(held, e.IP)) {
+		// A domain that moved here (live migration, or started on this host after
+		// another) keeps its address, which becomes this node's: its /32 is advertised
+		// from here (a borrowed address when the block is affine elsewhere).
+		if moved, err := r.cfg.IPAM.Adopt(ctx, handle, r.cfg.Node); err != nil {
+			return netip.Addr{}, fmt.Errorf("adopt the addresses of handle %s: %w", handle, err)
+		} else if len(moved) > 0 {
+			r.log.Info("addresses moved to this node", zap.String("domain", e.Domain), zap.String("tap", e.Tap),
+				zap.Stringers("ips", moved))
+		}
 		if e.IP.IsValid() {
 			return e.IP, nil
 		}

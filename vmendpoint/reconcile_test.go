@@ -408,3 +408,36 @@ func TestRetry(t *testing.T) {
 		return nil
 	})
 }
+
+// TestMigratedHereAdoptsAddress: a domain that started on node-1 and now runs on node-2
+// (same UUID and MAC) keeps its address there, and the allocation becomes node-2's, so
+// that node-2 advertises the /32.
+func TestMigratedHereAdoptsAddress(t *testing.T) {
+	store := newStore(t)
+	h1 := start(t, store, newFake(), "node-1")
+	h1.fake.set(Domain{UUID: uuidA, Name: "a", Active: true, XML: domXML("a", uuidA, true, "", nic{macA1, "vnet0"})}, EventStarted)
+	h1.wantTaps(uuidA, "vnet0")
+	held := h1.held(uuidA, macA1)
+	if len(held) != 1 {
+		t.Fatalf("node-1 holds %v", held)
+	}
+	h1.fake.set(Domain{UUID: uuidA, Name: "a", XML: domXML("a", uuidA, false, "", nic{macA1, ""})}, EventStoppedMigrated)
+	h1.wantTaps(uuidA)
+
+	h2 := start(t, store, newFake(), "node-2")
+	h2.fake.set(Domain{UUID: uuidA, Name: "a", Active: true, XML: domXML("a", uuidA, true, "", nic{macA1, "vnet3"})}, EventStarted)
+	w := h2.wantTaps(uuidA, "vnet3")["vnet3"]
+	if w.Spec.Node != "node-2" || len(w.Spec.IPNetworks) != 1 || w.Spec.IPNetworks[0] != netip.PrefixFrom(held[0], 32).String() {
+		t.Fatalf("endpoint on node-2: node %s, addresses %v; want %s", w.Spec.Node, w.Spec.IPNetworks, held[0])
+	}
+	eventually(t, "the allocation is node-2's", func() error {
+		info, err := h2.ipam.Lookup(context.Background(), held[0])
+		if err != nil {
+			return err
+		}
+		if n := info.Attrs[ipam.AttrNode]; n != "node-2" {
+			return fmt.Errorf("allocation of %s names node %q", held[0], n)
+		}
+		return nil
+	})
+}
