@@ -19,19 +19,12 @@ import (
 // node. Allocations already held by node are left alone; each block is updated with
 // compare-and-swap, retried.
 func (a *Allocator) Adopt(ctx context.Context, handleID, node string) ([]netip.Addr, error) {
-	h, err := datastore.Get[*v1.IPAMHandle](ctx, a.s, "", HandleName(handleID))
-	if errors.Is(err, datastore.ErrNotFound) {
-		return nil, nil
-	}
+	blocks, err := a.blocksOf(ctx, handleID)
 	if err != nil {
-		return nil, fmt.Errorf("read handle %s: %w", handleID, err)
+		return nil, err
 	}
 	var moved []netip.Addr
-	for c := range h.Spec.Block {
-		cidr, err := netip.ParsePrefix(c)
-		if err != nil {
-			continue
-		}
+	for _, cidr := range blocks {
 		ips, err := a.adoptInBlock(ctx, cidr, handleID, node)
 		if err != nil {
 			return moved, err

@@ -79,19 +79,12 @@ func (a *Allocator) adjustHandle(ctx context.Context, handleID string, cidr neti
 
 // AddressesOf lists the addresses a handle holds.
 func (a *Allocator) AddressesOf(ctx context.Context, handleID string) ([]netip.Addr, error) {
-	h, err := datastore.Get[*v1.IPAMHandle](ctx, a.s, "", HandleName(handleID))
-	if errors.Is(err, datastore.ErrNotFound) {
-		return nil, nil
-	}
+	blocks, err := a.blocksOf(ctx, handleID)
 	if err != nil {
-		return nil, fmt.Errorf("read handle %s: %w", handleID, err)
+		return nil, err
 	}
 	var out []netip.Addr
-	for c := range h.Spec.Block {
-		cidr, err := netip.ParsePrefix(c)
-		if err != nil {
-			continue
-		}
+	for _, cidr := range blocks {
 		b, err := datastore.Get[*v1.IPAMBlock](ctx, a.s, "", BlockName(cidr))
 		if errors.Is(err, datastore.ErrNotFound) {
 			continue
@@ -104,6 +97,24 @@ func (a *Allocator) AddressesOf(ctx context.Context, handleID string) ([]netip.A
 		}
 	}
 	sortAddrs(out)
+	return out, nil
+}
+
+// blocksOf lists the blocks a handle's object names (none when it does not exist).
+func (a *Allocator) blocksOf(ctx context.Context, handleID string) ([]netip.Prefix, error) {
+	h, err := datastore.Get[*v1.IPAMHandle](ctx, a.s, "", HandleName(handleID))
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read handle %s: %w", handleID, err)
+	}
+	var out []netip.Prefix
+	for c := range h.Spec.Block {
+		if cidr, err := netip.ParsePrefix(c); err == nil {
+			out = append(out, cidr)
+		}
+	}
 	return out, nil
 }
 
