@@ -21,6 +21,19 @@
 // again and resynced, and a live metadata change on the restarted daemon is applied
 // by its event, not by a resync.
 //
+// TestLiveMigration gives each node a PrivateLibvirtd of its own started inside the
+// node's network namespace (vmguest.StartPrivateLibvirtdIn; each with its own host
+// UUID, or libvirt refuses a migration "to the same host"), each followed by its
+// node's tabby-node. A guest on node A, policed by a NetworkPolicy on its labels, is
+// live-migrated to node B (vmguest's Domain.Migrate: client-managed Migrate3, QEMU's
+// stream over the fabric to node B's address, a destination XML with a console socket
+// of its own) under 20 ms pings from a pod on node B and a pod on node A. It checks
+// that the endpoint moves to node B with the same address, that the allocation becomes
+// node B's (borrowed from node A's block), that node A learns the /32 from node B over
+// BGP, that the policy is enforced on node B and that the guest keeps its address; it
+// logs the timeline (guest running on B, endpoints created and deleted, routes) and
+// each ping's blackout (the longest gap between replies), bounded by 5 s.
+//
 // Addresses: fabric 10.76.0.0/24, node uplinks 10.76.255.0/24, the IPPool
 // 10.77.0.0/16, all inside the suite's own namespaces. It has no non-test code.
 package vm

@@ -76,8 +76,17 @@ type world struct {
 // fabric with two nodes (tabby-node not started). Everything goes when t ends.
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	return newWorldOn(t, false)
+	return newWorldOn(t, sharedLibvirtd)
 }
+
+// Which libvirtd newWorldOn starts.
+type libvirtdKind int
+
+const (
+	sharedLibvirtd  libvirtdKind = iota // the machine's system libvirtd
+	privateLibvirtd                     // a PrivateLibvirtd in the host's namespace
+	noLibvirtd                          // none: the test starts its own (per node)
+)
 
 // newPrivateWorld is newWorld with a libvirtd of the test's own (vmguest's
 // PrivateLibvirtd) instead of the shared one, for a test that stops it; w.conn is a
@@ -85,10 +94,10 @@ func newWorld(t *testing.T) *world {
 // connection it is then.
 func newPrivateWorld(t *testing.T) *world {
 	t.Helper()
-	return newWorldOn(t, true)
+	return newWorldOn(t, privateLibvirtd)
 }
 
-func newWorldOn(t *testing.T, private bool) *world {
+func newWorldOn(t *testing.T, kind libvirtdKind) *world {
 	t.Helper()
 	vmguest.Require(t, suite)
 	k8senv.Require(t, env)
@@ -108,14 +117,15 @@ func newWorldOn(t *testing.T, private bool) *world {
 	built := make(chan error, 1)
 	go func() { built <- fabric.BuildBinaries(ctx, w.binDir) }()
 	w.art = vmguest.BuildT(t, suite)
-	if private {
+	switch kind {
+	case privateLibvirtd:
 		w.priv = vmguest.PrivateLibvirtdT(t, suite)
 		w.uri = w.priv.URI
 		if w.conn, err = libvirt.NewConnect(w.uri); err != nil {
 			t.Fatalf("connect to the private libvirtd: %v", err)
 		}
 		t.Cleanup(func() { _, _ = w.conn.Close() }) // after a restart the old one is dead: nothing to report
-	} else {
+	case sharedLibvirtd:
 		_, w.conn = vmguest.LibvirtdT(t, suite, "")
 		w.uri = vmguest.URI
 	}
@@ -206,10 +216,17 @@ func (w *world) guestWEP(workload string) (*v1.WorkloadEndpoint, error) {
 // and its policy enforced.
 func (w *world) waitEnforced(t *testing.T, name string) {
 	t.Helper()
-	waitFor(t, "endpoint "+name+" programmed and policed on "+w.a.Name, waitTimeout, func() error {
+	w.waitEnforcedOn(t, w.a, name)
+}
+
+// waitEnforcedOn is waitEnforced on node n.
+func (w *world) waitEnforcedOn(t *testing.T, n *fabric.Node, name string) {
+	t.Helper()
+	api := localapi.NewClient(n.Socket, 5*time.Second)
+	waitFor(t, "endpoint "+name+" programmed and policed on "+n.Name, waitTimeout, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		eps, err := w.apiA.Endpoints(ctx)
+		eps, err := api.Endpoints(ctx)
 		if err != nil {
 			return err
 		}
@@ -229,10 +246,17 @@ func (w *world) waitEnforced(t *testing.T, name string) {
 // the Tabby NetworkPolicy name in w.ns.
 func (w *world) waitPolicy(t *testing.T, name, rv string) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("policy %s/%s at version %s programmed on %s", w.ns, name, rv, w.a.Name), waitTimeout, func() error {
+	w.waitPolicyOn(t, w.a, name, rv)
+}
+
+// waitPolicyOn is waitPolicy on node n.
+func (w *world) waitPolicyOn(t *testing.T, n *fabric.Node, name, rv string) {
+	t.Helper()
+	api := localapi.NewClient(n.Socket, 5*time.Second)
+	waitFor(t, fmt.Sprintf("policy %s/%s at version %s programmed on %s", w.ns, name, rv, n.Name), waitTimeout, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		ps, err := w.apiA.Policy(ctx)
+		ps, err := api.Policy(ctx)
 		if err != nil {
 			return err
 		}
@@ -384,7 +408,7 @@ func (p *pinger) replies() int { return len(replyLine.FindAllString(p.output(), 
 func startPing(netns string, to netip.Addr) (*pinger, error) {
 	p := &pinger{done: make(chan struct{})}
 	// `ip netns exec` execs ping: SIGINT reaches ping itself, which prints its summary.
-	p.cmd = exec.Command("ip", "netns", "exec", netns, "ping", "-n", "-i", "0.02", "-W", "1", to.String())
+	p.cmd = exec.Command("ip", "netns", "exec", netns, "ping", "-D", "-n", "-i", "0.02", "-W", "1", to.String())
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -443,6 +467,33 @@ func (p *pinger) lostSeqs() []int {
 		}
 	}
 	return lost
+}
+
+var stampedReply = regexp.MustCompile(`(?m)^\[(\d+)\.(\d+)\] \d+ bytes from .* icmp_seq=(\d+)`)
+
+// replyGap is a time between two consecutive echo replies (ping's -D timestamps).
+type replyGap struct {
+	From, To time.Time // the replies before and after it
+	EndSeq   int       // the icmp_seq of the reply that ended it
+}
+
+func (g replyGap) Len() time.Duration { return g.To.Sub(g.From) }
+
+// gaps lists the gaps between consecutive echo replies longer than min, in order.
+func (p *pinger) gaps(min time.Duration) []replyGap {
+	var prev time.Time
+	var out []replyGap
+	for _, m := range stampedReply.FindAllStringSubmatch(p.output(), -1) {
+		sec, _ := strconv.ParseInt(m[1], 10, 64)
+		nsec, _ := strconv.ParseInt((m[2] + "000000000")[:9], 10, 64)
+		at := time.Unix(sec, nsec)
+		if !prev.IsZero() && at.Sub(prev) > min {
+			seq, _ := strconv.Atoi(m[3])
+			out = append(out, replyGap{From: prev, To: at, EndSeq: seq})
+		}
+		prev = at
+	}
+	return out
 }
 
 // macOf parses a MAC for comparison.

@@ -55,9 +55,11 @@ type Domain struct {
 	// StartedAt is when the last Start resumed the guest's CPU.
 	StartedAt time.Time
 
-	dom       *libvirt.Domain
-	closeOnce sync.Once
-	closeErr  error
+	dom        *libvirt.Domain
+	sock       string // the console socket now ("" the first one)
+	migrations int    // how many times Migrate moved it
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 var domainXML = template.Must(template.New("domain").Funcs(template.FuncMap{"x": xmlEscape}).Parse(`<domain type='qemu'>
@@ -146,6 +148,14 @@ func Define(conn *libvirt.Connect, opts Options) (*Domain, error) {
 }
 
 func (d *Domain) socket() string { return filepath.Join(d.Dir, "console.sock") }
+
+// socketPath is the console socket of the running guest (moved by Migrate).
+func (d *Domain) socketPath() string {
+	if d.sock != "" {
+		return d.sock
+	}
+	return d.socket()
+}
 
 // Start starts the guest paused, connects its console, runs hook (if not nil: the tap
 // exists by then, e.g. to move it or serve DHCP on it) and resumes it. After a
@@ -301,4 +311,44 @@ func (d *Domain) Close() error {
 		d.closeErr = errors.Join(errs...)
 	})
 	return d.closeErr
+}
+
+// Migrate live-migrates the running guest to the libvirtd of dconn (client-managed:
+// this process talks to both daemons) with QEMU's stream on migrationURI (e.g.
+// tcp://ADDR, "" lets libvirt choose), persistent there and undefined here
+// (VIR_MIGRATE_LIVE|PERSIST_DEST|UNDEFINE_SOURCE). The destination gets a console
+// socket and log of their own in Dir (the source's QEMU still holds its socket while
+// both run); the console is reconnected to it and the domain handle is the
+// destination's afterwards. The tap keeps its name: the two daemons must create taps in
+// different network namespaces.
+func (d *Domain) Migrate(ctx context.Context, dconn *libvirt.Connect, migrationURI string) error {
+	x, err := d.dom.GetXMLDesc(libvirt.DOMAIN_XML_MIGRATABLE | libvirt.DOMAIN_XML_SECURE)
+	if err != nil {
+		return fmt.Errorf("vmguest: migratable xml of %s: %w", d.Opts.Name, err)
+	}
+	d.migrations++
+	sock := filepath.Join(d.Dir, fmt.Sprintf("console-m%d.sock", d.migrations))
+	log := filepath.Join(d.Dir, fmt.Sprintf("console-m%d.log", d.migrations))
+	oldSock, oldLog := d.socketPath(), d.ConsoleLog
+	if !strings.Contains(x, oldSock) || !strings.Contains(x, oldLog) {
+		return fmt.Errorf("vmguest: %s: console socket %s or log %s not in its xml", d.Opts.Name, oldSock, oldLog)
+	}
+	x = strings.ReplaceAll(strings.ReplaceAll(x, oldSock, sock), oldLog, log)
+	params := &libvirt.DomainMigrateParameters{DestXMLSet: true, DestXML: x}
+	if migrationURI != "" {
+		params.URISet, params.URI = true, migrationURI
+	}
+	flags := libvirt.MIGRATE_LIVE | libvirt.MIGRATE_PERSIST_DEST | libvirt.MIGRATE_UNDEFINE_SOURCE
+	dom, err := d.dom.Migrate3(dconn, params, flags)
+	if err != nil {
+		return fmt.Errorf("vmguest: migrate %s: %w", d.Opts.Name, err)
+	}
+	_ = d.dom.Free()
+	d.dom = dom
+	d.sock, d.ConsoleLog = sock, log
+	if d.Console != nil {
+		_ = d.Console.Close()
+	}
+	d.Console, err = DialConsole(ctx, sock, 10*time.Second)
+	return err
 }

@@ -2,6 +2,7 @@ package vmguest
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -32,10 +33,17 @@ import (
 // Because the bind mounts are the same directories at every start, a restarted
 // daemon finds its running guests' state and monitor sockets and reconnects to them:
 // guests keep running across Stop/Kill and Start, as under the system daemon.
+//
+// With a network namespace (StartPrivateLibvirtdIn) the daemon starts inside it
+// (`ip netns exec NS unshare -m ...`), so its guests' taps and QEMU's migration
+// sockets are there: one daemon per test node, e.g. to migrate a guest between
+// nodes. Each daemon has a host UUID of its own (libvirtd.conf host_uuid), or libvirt
+// refuses a migration between two of them as one "to the same host".
 type PrivateLibvirtd struct {
-	Dir string
-	URI string
-	PID int // the running libvirtd's pid, 0 when stopped
+	Dir   string
+	URI   string
+	Netns string // the named network namespace it runs in; "" is the caller's
+	PID   int    // the running libvirtd's pid, 0 when stopped
 }
 
 // privateMounts are the directories of Dir bind-mounted over libvirt's own.
@@ -47,6 +55,12 @@ var privateMounts = [][2]string{
 // StartPrivateLibvirtd makes a private libvirtd's directory (under dir, "" the
 // system's temporary directory) and starts it. On failure what was made is removed.
 func StartPrivateLibvirtd(ctx context.Context, dir string) (*PrivateLibvirtd, error) {
+	return StartPrivateLibvirtdIn(ctx, dir, "")
+}
+
+// StartPrivateLibvirtdIn is StartPrivateLibvirtd with the daemon running inside the
+// named network namespace netns ("" the caller's).
+func StartPrivateLibvirtdIn(ctx context.Context, dir, netns string) (*PrivateLibvirtd, error) {
 	for _, bin := range []string{"libvirtd", "unshare", "mount", "virsh"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			return nil, fmt.Errorf("vmguest: private libvirtd: %w", err)
@@ -59,7 +73,7 @@ func StartPrivateLibvirtd(ctx context.Context, dir string) (*PrivateLibvirtd, er
 	if err != nil {
 		return nil, fmt.Errorf("vmguest: private libvirtd dir: %w", err)
 	}
-	p := &PrivateLibvirtd{Dir: d, URI: "qemu:///system?socket=" + filepath.Join(d, "sock", "libvirt-sock")}
+	p := &PrivateLibvirtd{Dir: d, URI: "qemu:///system?socket=" + filepath.Join(d, "sock", "libvirt-sock"), Netns: netns}
 	if err := p.setup(); err != nil {
 		return nil, errors.Join(err, os.RemoveAll(d))
 	}
@@ -102,7 +116,13 @@ func (p *PrivateLibvirtd) setup() error {
 		}
 		return nil
 	}
-	if err := conf("libvirtd.conf", fmt.Sprintf("unix_sock_dir = %q\n", filepath.Join(p.Dir, "sock"))); err != nil {
+	var u [16]byte
+	if _, err := rand.Read(u[:]); err != nil {
+		return fmt.Errorf("vmguest: host uuid: %w", err)
+	}
+	u[6], u[8] = u[6]&0x0f|0x40, u[8]&0x3f|0x80
+	hostUUID := fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+	if err := conf("libvirtd.conf", fmt.Sprintf("unix_sock_dir = %q\nhost_uuid = %q\n", filepath.Join(p.Dir, "sock"), hostUUID)); err != nil {
 		return err
 	}
 	return conf("qemu.conf", "stdio_handler = \"file\"\ncgroup_controllers = [ ]\n")
@@ -121,7 +141,11 @@ func (p *PrivateLibvirtd) Start(ctx context.Context) error {
 		fmt.Fprintf(&script, "mount --bind %q %q\n", filepath.Join(p.Dir, m[0]), m[1])
 	}
 	fmt.Fprintf(&script, "exec libvirtd -d -p %q -f /etc/libvirt/libvirtd.conf\n", pidFile)
-	if _, err := netnode.Run(ctx, "unshare", "-m", "--propagation", "private", "sh", "-c", script.String()); err != nil {
+	args := []string{"unshare", "-m", "--propagation", "private", "sh", "-c", script.String()}
+	if p.Netns != "" {
+		args = append([]string{"ip", "netns", "exec", p.Netns}, args...)
+	}
+	if _, err := netnode.Run(ctx, args[0], args[1:]...); err != nil {
 		return fmt.Errorf("vmguest: start the private libvirtd: %w", err)
 	}
 	return netnode.Poll(ctx, 30*time.Second, 20*time.Millisecond, func() error {

@@ -102,9 +102,16 @@ func DefineT(t testing.TB, conn *libvirt.Connect, opts Options) *Domain {
 // Require'd.
 func PrivateLibvirtdT(t testing.TB, suite string) *PrivateLibvirtd {
 	t.Helper()
+	return PrivateLibvirtdInT(t, suite, "")
+}
+
+// PrivateLibvirtdInT is PrivateLibvirtdT with the daemon inside the named network
+// namespace netns (StartPrivateLibvirtdIn).
+func PrivateLibvirtdInT(t testing.TB, suite, netns string) *PrivateLibvirtd {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	p, err := StartPrivateLibvirtd(ctx, "")
+	p, err := StartPrivateLibvirtdIn(ctx, "", netns)
 	netnode.Require(t, suite, "a private libvirtd (libvirtd, unshare, mount)", err)
 	t.Cleanup(func() {
 		if err := p.Close(); err != nil {
