@@ -79,7 +79,6 @@ import (
 	"github.com/tabbynet/tabby/test/router"
 	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/discovery"
 )
 
 // Addresses only this benchmark uses, all inside its own namespaces.
@@ -205,25 +204,12 @@ func bench(ctx context.Context, cl *netnode.Cleanup, n, rounds int, rib bool, br
 	if err != nil {
 		return nil, fmt.Errorf("%w (run from the repository root)", err)
 	}
-	env, err := benchutil.StartKubeIn(ctx, tmp)
+	c, err := benchutil.StartCluster(ctx, cl, tmp, fabric.Options{Prefix: id, Subnet: fabricNet, Uplinks: uplinksNet,
+		BinDir: binDir, Cnitool: cnitool, Dir: fabDir})
 	if err != nil {
 		return nil, err
 	}
-	cl.Add("stop the apiserver", env.Stop)
-	if dc, err := discovery.NewDiscoveryClientForConfig(env.Config); err == nil {
-		if v, err := dc.ServerVersion(); err == nil {
-			res.version = v.GitVersion
-		}
-	}
-	if s.store, err = datastore.NewKube(env.Config); err != nil {
-		return nil, err
-	}
-	if s.f, err = fabric.New(ctx, fabric.Options{Prefix: id, Subnet: fabricNet, Uplinks: uplinksNet,
-		Kubeconfig: env.Kubeconfig, APIServer: env.Config.Host, Store: s.store, BinDir: binDir,
-		Cnitool: cnitool, Dir: fabDir, Logf: cl.Logf}); err != nil {
-		return nil, err
-	}
-	cl.Add("tear down the fabric", s.f.Close)
+	res.version, s.store, s.f = c.Version, c.Store, c.Fabric
 	for _, r := range []struct {
 		name string
 		to   **fabric.Router

@@ -38,7 +38,6 @@ import (
 	"github.com/tabbynet/tabby/test/netnode"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/discovery"
 )
 
 // Addresses only this benchmark uses, all inside its own namespaces.
@@ -115,28 +114,13 @@ func bench(ctx context.Context, cl *netnode.Cleanup, n, warmup int, keep string)
 
 	// The control plane's directory goes inside ours, so that what a killed run leaves
 	// is all under one tbench-<pid>- name the next run removes.
-	env, err := benchutil.StartKubeIn(ctx, tmp)
+	c, err := benchutil.StartCluster(ctx, cl, tmp, fabric.Options{Prefix: id, Subnet: fabricNet, Uplinks: uplinksNet,
+		BinDir: binDir, Cnitool: cnitool, Dir: fabDir})
 	if err != nil {
 		return nil, err
 	}
-	cl.Add("stop the apiserver", env.Stop)
-	res := &results{version: "?"}
-	if dc, err := discovery.NewDiscoveryClientForConfig(env.Config); err == nil {
-		if v, err := dc.ServerVersion(); err == nil {
-			res.version = v.GitVersion
-		}
-	}
-	store, err := datastore.NewKube(env.Config)
-	if err != nil {
-		return nil, err
-	}
-	f, err := fabric.New(ctx, fabric.Options{Prefix: id, Subnet: fabricNet, Uplinks: uplinksNet,
-		Kubeconfig: env.Kubeconfig, APIServer: env.Config.Host, Store: store, BinDir: binDir,
-		Cnitool: cnitool, Dir: fabDir, Logf: cl.Logf})
-	if err != nil {
-		return nil, err
-	}
-	cl.Add("tear down the fabric", f.Close)
+	res := &results{version: c.Version}
+	store, f := c.Store, c.Fabric
 
 	podNS := id
 	step(" creating namespace %s and IPPool %s (%s, /%d blocks)", podNS, id, poolNet, blockSize)

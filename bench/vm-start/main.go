@@ -140,22 +140,12 @@ func bench(ctx context.Context, cl *netnode.Cleanup, n, warmup int) (*results, e
 		return nil, fmt.Errorf("guest artifacts: %w", err)
 	}
 
-	env, err := benchutil.StartKubeIn(ctx, tmp)
+	c, err := benchutil.StartCluster(ctx, cl, tmp, fabric.Options{Prefix: id, Subnet: fabricNet, Uplinks: uplinksNet,
+		BinDir: binDir, Cnitool: cnitool, Dir: fabDir})
 	if err != nil {
 		return nil, err
 	}
-	cl.Add("stop the apiserver", env.Stop)
-	store, err := datastore.NewKube(env.Config)
-	if err != nil {
-		return nil, err
-	}
-	f, err := fabric.New(ctx, fabric.Options{Prefix: id, Subnet: fabricNet, Uplinks: uplinksNet,
-		Kubeconfig: env.Kubeconfig, APIServer: env.Config.Host, Store: store, BinDir: binDir,
-		Cnitool: cnitool, Dir: fabDir, Logf: cl.Logf})
-	if err != nil {
-		return nil, err
-	}
-	cl.Add("tear down the fabric", f.Close)
+	store, f := c.Store, c.Fabric
 	step(" IPPool %s (%s)", id, poolNet)
 	if _, err := datastore.Create(ctx, store, &v1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: id},
 		Spec: v1.IPPoolSpec{CIDR: poolNet.String()}}); err != nil {
