@@ -208,13 +208,41 @@ func fullMatrix(pods int, vm bool) string {
 	return fmt.Sprintf("%d of %d pairs reachable", n*(n-1), n*(n-1))
 }
 
-// labDomains are the libvirt domains of the lab (named <name>-*).
+// labDomains are the libvirt domains of the lab (named <name>-*). The lab may have
+// started libvirtd itself and stopped it at down (a machine where it is not a
+// service): then no daemon answers, and what would outlive it is read from disk: a
+// persistent definition, a running domain's state file, or a QEMU process.
 func labDomains(t *testing.T, l *labRun) []string {
 	t.Helper()
 	var out []string
-	for _, d := range strings.Fields(netnode.MustRun(t, "virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name")) {
-		if strings.HasPrefix(d, l.name+"-") {
-			out = append(out, d)
+	list, err := netnode.Run(context.Background(), "virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name")
+	if err == nil {
+		for _, d := range strings.Fields(list) {
+			if strings.HasPrefix(d, l.name+"-") {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	if !strings.Contains(err.Error(), "failed to connect to the hypervisor") {
+		t.Fatalf("virsh list: %v", err)
+	}
+	for _, dir := range []string{"/etc/libvirt/qemu", "/run/libvirt/qemu"} {
+		m, _ := filepath.Glob(filepath.Join(dir, l.name+"-*.xml"))
+		for _, f := range m {
+			out = append(out, strings.TrimSuffix(filepath.Base(f), ".xml")+" ("+f+")")
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range procs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, arg := range strings.Split(string(b), "\x00") {
+			if strings.HasPrefix(arg, "guest="+l.name+"-") {
+				out = append(out, fmt.Sprintf("%s (QEMU %s)", strings.TrimPrefix(strings.Split(arg, ",")[0], "guest="), filepath.Base(filepath.Dir(f))))
+			}
 		}
 	}
 	return out
