@@ -63,11 +63,18 @@ func vmStatusOut(s vmendpoint.Status) *localapi.VMStatus {
 		Domains: make([]localapi.VMDomain, 0, len(s.Domains))}
 	for _, d := range s.Domains {
 		state := localapi.VMStateShutOff
-		if d.Active {
+		switch {
+		case d.Standby:
+			state = localapi.VMStateStandby
+		case d.Active:
 			state = localapi.VMStateRunning
 		}
 		od := localapi.VMDomain{Name: d.Name, UUID: d.UUID, State: state, Problems: d.Problems,
 			LastError: d.Error, LastSync: timePtr(d.LastSync), Endpoints: make([]localapi.VMEndpoint, 0, len(d.Endpoints))}
+		if m := d.Migration; m != nil {
+			od.Migration = &localapi.VMMigration{From: m.From, Resumed: m.Resumed, LastSentThere: timePtr(m.LastSentThere),
+				FirstSentHere: timePtr(m.FirstSentHere), BlackoutMillis: m.BlackoutMillis, Error: m.Error}
+		}
 		for _, e := range d.Endpoints {
 			od.Endpoints = append(od.Endpoints, localapi.VMEndpoint{Namespace: e.Namespace, Name: e.Name,
 				Tap: e.Tap, MAC: e.MAC, IP: e.IP})

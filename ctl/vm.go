@@ -44,14 +44,19 @@ type vmRow struct {
 	MAC    string `json:"mac,omitempty"`
 	// Addresses are the endpoint's ipNetworks.
 	Addresses []string `json:"addresses"`
-	// State is running or shut off; with --socket, the local agent's view of the
-	// domains on its node (else running: a guest has endpoints only while it runs).
+	// State is running, standby (the endpoint of a live migration's destination
+	// until the guest resumes there) or shut off; with --socket, the local agent's
+	// view of the domains on its node (else from the endpoint: a guest has endpoints
+	// only while it runs).
 	State string `json:"state"`
 	// Endpoint is the WorkloadEndpoint's name ("" for a domain without one).
 	Endpoint string `json:"endpoint,omitempty"`
 	// Problems and Error are what the local agent reports for the domain (--socket).
 	Problems []string `json:"problems,omitempty"`
 	Error    string   `json:"error,omitempty"`
+	// Migration is the domain's last live migration to the local agent's node
+	// (--socket), with its blackout.
+	Migration *localapi.VMMigration `json:"migration,omitempty"`
 }
 
 // vmList is the document of tabbyctl vm list -o yaml|json.
@@ -166,9 +171,12 @@ func vmRows(weps []*v1.WorkloadEndpoint, local *localVMs, all bool) []vmRow {
 		r := vmRow{Namespace: w.Namespace, Domain: w.Spec.Workload, UUID: w.Spec.ContainerID, Node: w.Spec.Node,
 			Tap: w.Spec.InterfaceName, MAC: w.Spec.MAC, Addresses: append([]string{}, w.Spec.IPNetworks...),
 			State: localapi.VMStateRunning, Endpoint: w.Name}
+		if w.Spec.Standby {
+			r.State = localapi.VMStateStandby
+		}
 		if local != nil && w.Spec.Node == local.node {
 			if d := byEndpoint[w.Namespace+"/"+w.Name]; d != nil {
-				r.State, r.Problems, r.Error = d.State, d.Problems, d.LastError
+				r.State, r.Problems, r.Error, r.Migration = d.State, d.Problems, d.LastError, d.Migration
 				shown[d.UUID] = true
 			}
 		}
@@ -214,6 +222,19 @@ func vmState(r vmRow) string {
 	return s
 }
 
+// vmMigrated is the MIGRATED column: where from and the blackout of the last live
+// migration here ("-" without one or without --socket).
+func vmMigrated(m *localapi.VMMigration) string {
+	switch {
+	case m == nil:
+		return "-"
+	case m.BlackoutMillis != nil:
+		return fmt.Sprintf("from %s, blackout %.0fms", dash(m.From), *m.BlackoutMillis)
+	default:
+		return fmt.Sprintf("from %s, blackout unknown (%s)", dash(m.From), m.Error)
+	}
+}
+
 // printVMs prints the table of tabbyctl vm list.
 func printVMs(w io.Writer, rows []vmRow, showNamespace, wide bool) error {
 	tw := tabwriter.NewWriter(w, 6, 4, 3, ' ', 0)
@@ -222,7 +243,7 @@ func printVMs(w io.Writer, rows []vmRow, showNamespace, wide bool) error {
 		cols = append([]string{"NAMESPACE"}, cols...)
 	}
 	if wide {
-		cols = append(cols, "ENDPOINT", "UUID")
+		cols = append(cols, "ENDPOINT", "UUID", "MIGRATED")
 	}
 	fmt.Fprintln(tw, strings.Join(cols, "\t"))
 	for _, r := range rows {
@@ -231,7 +252,7 @@ func printVMs(w io.Writer, rows []vmRow, showNamespace, wide bool) error {
 			vals = append([]string{dash(r.Namespace)}, vals...)
 		}
 		if wide {
-			vals = append(vals, dash(r.Endpoint), dash(r.UUID))
+			vals = append(vals, dash(r.Endpoint), dash(r.UUID), vmMigrated(r.Migration))
 		}
 		fmt.Fprintln(tw, strings.Join(vals, "\t"))
 	}

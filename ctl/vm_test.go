@@ -23,9 +23,11 @@ func vmFixture(t *testing.T) datastore.Store {
 func vmAgent(t *testing.T) string {
 	t.Helper()
 	since := time.Date(2026, 3, 1, 11, 0, 0, 0, time.UTC)
+	blackout := 412.0
 	vms := &localapi.VMStatus{Enabled: true, URI: "qemu:///system", Connected: true, Since: &since, Domains: []localapi.VMDomain{
 		{Name: "db-vm", UUID: "6f1c2a52-0d7e-4c59-9a55-1f0b8c3f2a01", State: localapi.VMStateRunning,
-			Problems: []string{"label tabby.dev/x: reserved key"},
+			Problems:  []string{"label tabby.dev/x: reserved key"},
+			Migration: &localapi.VMMigration{From: "node2", Resumed: since.Add(time.Hour), BlackoutMillis: &blackout},
 			Endpoints: []localapi.VMEndpoint{
 				{Namespace: "prod", Name: "node1-libvirt-db--vm-vnet0", Tap: "vnet0", MAC: "52:54:00:12:34:56", IP: "10.244.1.20/32"},
 				{Namespace: "prod", Name: "node1-libvirt-db--vm-vnet1", Tap: "vnet1", MAC: "52:54:00:12:34:57", IP: "10.244.1.21/32"},
@@ -59,6 +61,8 @@ func TestVMListGolden(t *testing.T) {
 		{"vm-list-json.golden", []string{"vm", "list", "-n", "ci", "-o", "json"}},
 		{"vm-list-socket.golden", []string{"vm", "list", "-A", "--socket", sock}},
 		{"vm-list-socket-yaml.golden", []string{"vm", "list", "-n", "prod", "--socket", sock, "-o", "yaml"}},
+		// A guest migrated to node1 (blackout 412 ms), and node2's standby endpoint.
+		{"vm-list-socket-wide.golden", []string{"vm", "list", "-n", "prod", "--socket", sock, "-o", "wide"}},
 		// VMs beside pods in get workloadendpoints: WORKLOAD is the domain, INTERFACE
 		// the tap; -o wide adds ORCHESTRATOR and MAC.
 		{"get-weps-vms.golden", []string{"get", "weps", "-A"}},

@@ -82,7 +82,7 @@ func (c *kube) list(ctx context.Context, k Kind, opts ListOptions) ([]Object, st
 	cont := ""
 	for {
 		req := c.rc.Get().AbsPath(c.path(k, opts.Namespace)...)
-		for name, v := range map[string]string{"labelSelector": opts.LabelSelector, "limit": limit,
+		for name, v := range map[string]string{"labelSelector": opts.LabelSelector, "fieldSelector": opts.FieldSelector, "limit": limit,
 			"resourceVersion": rv, "continue": cont} {
 			if v != "" {
 				req = req.Param(name, v)
@@ -166,7 +166,7 @@ func (c *kube) delete(ctx context.Context, k Kind, ns, name, rv string) error {
 
 func (c *kube) watch(ctx context.Context, k Kind, opts ListOptions, rv string) (<-chan rawEvent, error) {
 	w, err := c.res(k, opts.Namespace).Watch(ctx, metav1.ListOptions{
-		LabelSelector: opts.LabelSelector, ResourceVersion: rv, AllowWatchBookmarks: true,
+		LabelSelector: opts.LabelSelector, FieldSelector: opts.FieldSelector, ResourceVersion: rv, AllowWatchBookmarks: true,
 	})
 	if err != nil {
 		return nil, kubeErr("watch", k, "", err)

@@ -7,7 +7,9 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -64,6 +66,9 @@ func (m *memory) list(_ context.Context, k Kind, opts ListOptions) ([]Object, st
 	if err != nil {
 		return nil, "", fmt.Errorf("list %s: label selector: %w", k.Name, err)
 	}
+	if err := checkFieldSelector(opts.FieldSelector); err != nil {
+		return nil, "", fmt.Errorf("list %s: %w", k.Name, err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []Object
@@ -82,7 +87,43 @@ func matches(o Object, opts ListOptions, sel labels.Selector) bool {
 	if opts.Namespace != "" && o.GetNamespace() != opts.Namespace {
 		return false
 	}
+	if opts.FieldSelector != "" {
+		fs, err := fields.ParseSelector(opts.FieldSelector) // checked by list and watch
+		if err != nil || !fs.Matches(objectFields(o)) {
+			return false
+		}
+	}
 	return sel.Matches(labels.Set(o.GetLabels()))
+}
+
+// memoryFields are the fields the in-memory Store can select on.
+var memoryFields = map[string]bool{"metadata.name": true, "metadata.namespace": true, "spec.nodeName": true}
+
+// checkFieldSelector parses a field selector and refuses fields the memory Store
+// does not know (the API server would answer a bad field with an error too).
+func checkFieldSelector(s string) error {
+	if s == "" {
+		return nil
+	}
+	fs, err := fields.ParseSelector(s)
+	if err != nil {
+		return fmt.Errorf("field selector: %w", err)
+	}
+	for _, r := range fs.Requirements() {
+		if !memoryFields[r.Field] {
+			return fmt.Errorf("field selector: field %q is not supported", r.Field)
+		}
+	}
+	return nil
+}
+
+// objectFields are o's selectable fields: its name and namespace, and a Pod's node.
+func objectFields(o Object) fields.Set {
+	f := fields.Set{"metadata.name": o.GetName(), "metadata.namespace": o.GetNamespace()}
+	if p, ok := o.(*corev1.Pod); ok {
+		f["spec.nodeName"] = p.Spec.NodeName
+	}
+	return f
 }
 
 func (m *memory) create(_ context.Context, k Kind, obj Object) (Object, error) {
@@ -172,6 +213,9 @@ func (m *memory) watch(ctx context.Context, k Kind, opts ListOptions, rv string)
 	sel, err := labels.Parse(opts.LabelSelector)
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: label selector: %w", k.Name, err)
+	}
+	if err := checkFieldSelector(opts.FieldSelector); err != nil {
+		return nil, fmt.Errorf("watch %s: %w", k.Name, err)
 	}
 	w := &memWatch{kind: kindKey(k), opts: opts, sel: sel, notify: make(chan struct{}, 1)}
 	m.mu.Lock()

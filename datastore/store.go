@@ -27,6 +27,10 @@ type ListOptions struct {
 	Namespace string
 	// LabelSelector in Kubernetes syntax (app=web,tier!=db).
 	LabelSelector string
+	// FieldSelector in Kubernetes syntax (spec.nodeName=node-1): the API server
+	// filters, so a node watches only its own Pods. The in-memory Store knows
+	// metadata.name, metadata.namespace and a Pod's spec.nodeName.
+	FieldSelector string
 	// AllowStale lets the API server answer from its watch cache, which may lag the
 	// latest write by a moment, instead of a consistent read. A consistent list of a
 	// kind nobody wrote lately can wait ~70 ms for etcd's progress notification (API

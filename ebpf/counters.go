@@ -3,8 +3,10 @@ package ebpf
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // EndpointCounterKey names a per-endpoint counter: the host-side interface the
@@ -20,6 +22,10 @@ type EndpointCounterKey struct {
 type EndpointCounter struct {
 	AllowedPackets, AllowedBytes uint64
 	DeniedPackets, DeniedBytes   uint64
+	// FirstAllowed and LastAllowed are when the first and the last allowed packet
+	// passed (wall clock, converted from the kernel's monotonic clock); zero before
+	// the first.
+	FirstAllowed, LastAllowed time.Time
 }
 
 // EndpointCounter returns an interface's counter in dir; zero if it never counted.
@@ -75,13 +81,33 @@ func (d *Datapath) DeleteEndpointCounters(ifindex int) error {
 
 func sumEndpoint(per []tabbyEpCounter) EndpointCounter {
 	var c EndpointCounter
+	var first, last uint64
 	for _, p := range per {
+		if p.FirstNs != 0 && (first == 0 || p.FirstNs < first) {
+			first = p.FirstNs
+		}
+		last = max(last, p.LastNs)
 		c.AllowedPackets += p.AllowedPackets
 		c.AllowedBytes += p.AllowedBytes
 		c.DeniedPackets += p.DeniedPackets
 		c.DeniedBytes += p.DeniedBytes
 	}
+	if first != 0 {
+		if boot, ok := monotonicZero(); ok {
+			c.FirstAllowed, c.LastAllowed = boot.Add(time.Duration(first)), boot.Add(time.Duration(last))
+		}
+	}
 	return c
+}
+
+// monotonicZero is the wall-clock time at which CLOCK_MONOTONIC (bpf_ktime_get_ns's
+// clock) read zero, so that a kernel timestamp ns happened at monotonicZero()+ns.
+func monotonicZero() (time.Time, bool) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return time.Time{}, false
+	}
+	return time.Now().Round(0).Add(-time.Duration(ts.Nano())), true
 }
 
 // RuleCounters reads every rule counter (rule 0: flows an endpoint default decided).

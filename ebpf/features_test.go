@@ -3,6 +3,7 @@ package ebpf
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/tabbynet/tabby/ebpf/ebpftest"
 )
@@ -134,9 +135,11 @@ func TestEndpointCounters(t *testing.T) {
 	n := uint64(len(syn.frame()))
 	reply := syn.reply()
 	reply.srcMAC = wlMAC
+	t0 := time.Now()
 	mustRun(t, d, Ingress, syn, Pass)
 	mustRun(t, d, Ingress, syn, Pass) // established
 	mustRun(t, d, Egress, reply, Pass)
+	t1 := time.Now()
 	mustRun(t, d, Ingress, denied, Drop)
 	mustRun(t, d, Egress, spoof, Drop)
 
@@ -146,10 +149,22 @@ func TestEndpointCounters(t *testing.T) {
 	}
 	wantIn := EndpointCounter{AllowedPackets: 2, AllowedBytes: 2 * n, DeniedPackets: 1, DeniedBytes: n}
 	wantOut := EndpointCounter{AllowedPackets: 1, AllowedBytes: n, DeniedPackets: 1, DeniedBytes: n}
-	if got := all[EndpointCounterKey{LoopbackIfindex, Ingress}]; got != wantIn {
+	// The allowed packets' times fall between t0 and t1 (the conversion from the
+	// monotonic clock is exact to well within the slack); denied packets leave them.
+	slack := 5 * time.Millisecond
+	times := func(what string, c EndpointCounter) EndpointCounter {
+		t.Helper()
+		if c.FirstAllowed.Before(t0.Add(-slack)) || c.LastAllowed.After(t1.Add(slack)) || c.LastAllowed.Before(c.FirstAllowed) {
+			t.Errorf("%s: first %v, last %v, want both within [%v, %v]", what, c.FirstAllowed, c.LastAllowed, t0, t1)
+		}
+		c.FirstAllowed, c.LastAllowed = time.Time{}, time.Time{}
+		return c
+	}
+	if got := times("ingress", all[EndpointCounterKey{LoopbackIfindex, Ingress}]); got != wantIn {
 		t.Errorf("ingress: %+v, want %+v", got, wantIn)
 	}
-	if got, _ := d.EndpointCounter(LoopbackIfindex, Egress); got != wantOut {
+	got, _ := d.EndpointCounter(LoopbackIfindex, Egress)
+	if got = times("egress", got); got != wantOut {
 		t.Errorf("egress: %+v, want %+v", got, wantOut)
 	}
 	rules, err := d.RuleCounters()

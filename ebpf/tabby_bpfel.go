@@ -55,6 +55,8 @@ type tabbyEpCounter struct {
 	AllowedBytes   uint64
 	DeniedPackets  uint64
 	DeniedBytes    uint64
+	FirstNs        uint64
+	LastNs         uint64
 }
 
 type tabbyEpCounterKey struct {

@@ -5,6 +5,7 @@ package felix_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -111,10 +112,12 @@ func TestPolicyCountersAndLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	const conns = 3
+	t0 := time.Now()
 	for range conns {
 		c.check("counters", tpTCPTo(a, b, 80, true))
 	}
 	c.check("counters", tpTCPTo(a, b, 81, false))
+	t1 := time.Now()
 
 	epKey := func(pod, dir, verdict string) string {
 		return fmt.Sprintf("tabby_policy_packets_total{direction=%s,endpoint=%s,namespace=%s,verdict=%s}", dir, pod, ns, verdict)
@@ -152,6 +155,22 @@ func TestPolicyCountersAndLog(t *testing.T) {
 		if strings.Contains(k, "namespace="+ns) {
 			t.Logf("%s %v", k, v)
 		}
+	}
+	// What each workload sent, with the first and the last allowed packet's time (a
+	// migrated VM's blackout is measured from them): a's SYNs to 81 count too.
+	for _, p := range []*tpPod{a, b} {
+		act, err := c.felix.f.WorkloadActivity(p.host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slack := 50 * time.Millisecond
+		if act.Packets < conns || act.FirstSent.Before(t0.Add(-slack)) || act.LastSent.After(t1.Add(slack)) ||
+			act.LastSent.Before(act.FirstSent) {
+			t.Errorf("activity of %s: %+v; want at least %d packets between %v and %v", p.name, act, conns, t0, t1)
+		}
+	}
+	if _, err := c.felix.f.WorkloadActivity("cali-none"); !errors.Is(err, felix.ErrUnknownEndpoint) {
+		t.Errorf("activity of an interface without programs: %v, want ErrUnknownEndpoint", err)
 	}
 
 	// The drop subscription carries the Log rule's reports, marked as logs, and the drop.

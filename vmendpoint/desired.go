@@ -45,6 +45,11 @@ type Domain struct {
 	// Active: the domain has a QEMU process (running, paused, shutting down), so its
 	// taps exist.
 	Active bool
+	// Running: its CPUs run here (libvirt state running).
+	Running bool
+	// MigrationPaused: paused for a live migration, on either side (libvirt state
+	// paused, reason migration or postcopy).
+	MigrationPaused bool
 	// XML is the live XML of an active domain (it names the taps), else the inactive one.
 	XML string
 }

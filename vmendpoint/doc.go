@@ -36,6 +36,14 @@
 //     deleted without a fresh, successful list. The Source is an interface, so the
 //     Reconciler and Watcher are tested with a fake; the real one against libvirtd.
 //
+//   - Live migration (migrate.go): a node's endpoints of a domain paused for a
+//     migration wait on standby (spec.standby: policed, not routed) while another
+//     node's endpoint of it is live; the source hands over (address, live endpoint,
+//     the guest's last packet time) when libvirt pauses the guest for the last pages;
+//     a node where the guest runs takes its endpoints over; the destination measures
+//     the blackout from felix's per-endpoint packet times (the Activity interface)
+//     and exports it (tabby_vm_migration_blackout_seconds).
+//
 // Tabby's element in a domain's <metadata>, namespace https://tabby.dev/xmlns/vm/1.0
 // (all optional):
 //
@@ -52,6 +60,7 @@
 // address (or the pools) of the NIC with that MAC; hostname goes to DHCP (default: the
 // domain name). A bad value is left out and reported in the domain's status.
 //
-// It imports api/v1, datastore, ipam, libvirt.org/go/libvirt and libvirtxml; it does no
+// It imports api/v1, datastore, ipam, libvirt.org/go/libvirt, libvirtxml and the
+// Prometheus client (the migration metrics, on an injected registry); it does no
 // kernel I/O (felix owns routes, sysctls and BPF; the DHCP socket is vmendpoint/dhcp's).
 package vmendpoint

@@ -219,11 +219,23 @@ func readDomain(d *libvirt.Domain) (Domain, error) {
 	if err != nil {
 		return Domain{}, fmt.Errorf("domain %s state: %w", name, err)
 	}
-	x, err := d.GetXMLDesc(0)
-	if err != nil {
+	dom := Domain{UUID: uuid, Name: name, Active: active}
+	if active {
+		state, reason, err := d.GetState()
+		if err != nil {
+			return Domain{}, fmt.Errorf("domain %s state: %w", name, err)
+		}
+		dom.Running = state == libvirt.DOMAIN_RUNNING
+		// Paused for a migration: the destination from its start until the guest
+		// resumes there, the source while the last pages are copied (reason migration),
+		// or once the destination runs the guest in post-copy (reason postcopy).
+		dom.MigrationPaused = state == libvirt.DOMAIN_PAUSED &&
+			(reason == int(libvirt.DOMAIN_PAUSED_MIGRATION) || reason == int(libvirt.DOMAIN_PAUSED_POSTCOPY))
+	}
+	if dom.XML, err = d.GetXMLDesc(0); err != nil {
 		return Domain{}, fmt.Errorf("domain %s XML: %w", name, err)
 	}
-	return Domain{UUID: uuid, Name: name, Active: active, XML: x}, nil
+	return dom, nil
 }
 
 func isNoDomain(err error) bool {

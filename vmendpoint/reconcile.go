@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "github.com/tabbynet/tabby/api/v1"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/ipam"
@@ -55,8 +56,13 @@ type ReconcilerConfig struct {
 	Store datastore.Store
 	IPAM  IPAM
 	// DHCP is told the address of every running tap (optional).
-	DHCP   DHCP
-	Logger *zap.Logger
+	DHCP DHCP
+	// Activity reads the guests' packet times, for the blackout of a live migration
+	// (optional: without it the blackout is not measured).
+	Activity Activity
+	// Registry takes the migration metrics (optional).
+	Registry prometheus.Registerer
+	Logger   *zap.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -67,9 +73,13 @@ type Reconciler struct {
 	cfg ReconcilerConfig
 	log *zap.Logger
 
-	mu      sync.Mutex
-	domains map[string]*DomainStatus // by UUID
-	taps    map[string]string        // tap -> UUID of the domain the DHCP server serves on it
+	metrics *migrationMetrics
+
+	mu         sync.Mutex
+	domains    map[string]*DomainStatus    // by UUID
+	taps       map[string]string           // tap -> UUID of the domain the DHCP server serves on it
+	migrations map[string]*MigrationStatus // by UUID: the last live migration here
+	measuring  map[string]bool             // handovers measured (endpoint, source, last packet)
 }
 
 // writeAttempts bounds the compare-and-swap retries of one WorkloadEndpoint write; the
@@ -94,7 +104,12 @@ func NewReconciler(cfg ReconcilerConfig) (*Reconciler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Reconciler{cfg: cfg, log: cfg.Logger, domains: map[string]*DomainStatus{}, taps: map[string]string{}}, nil
+	m, err := newMigrationMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	return &Reconciler{cfg: cfg, log: cfg.Logger, metrics: m, domains: map[string]*DomainStatus{}, taps: map[string]string{},
+		migrations: map[string]*MigrationStatus{}, measuring: map[string]bool{}}, nil
 }
 
 // SyncDomain makes the datastore match one domain: for an active domain an address
@@ -114,30 +129,65 @@ func (r *Reconciler) syncDomain(ctx context.Context, d Domain) error {
 	for _, p := range want.Problems {
 		r.log.Warn("domain metadata", zap.String("domain", d.Name), zap.String("problem", p))
 	}
-	have, err := r.endpointsOf(ctx, d.UUID)
+	have, others, err := r.endpointsOf(ctx, d.UUID)
 	if err != nil {
 		return err
 	}
-	st := DomainStatus{UUID: d.UUID, Name: d.Name, Active: d.Active, Problems: want.Problems}
+	if d.MigrationPaused && !standby(d, others) {
+		// The source, its guest paused for the last pages: hand over to the
+		// destination's standby endpoints, then wait here.
+		handed, err := r.handOver(ctx, d, have, others)
+		if err != nil {
+			return err
+		}
+		if handed {
+			if have, others, err = r.endpointsOf(ctx, d.UUID); err != nil {
+				return err
+			}
+		}
+	}
+	wait := standby(d, others)
+	st := DomainStatus{UUID: d.UUID, Name: d.Name, Active: d.Active, Standby: wait, Problems: want.Problems}
 	keep := map[string]bool{}
 	var errs []error
+	var written []*v1.WorkloadEndpoint
 	for _, e := range want.Endpoints {
 		keep[e.Namespace+"/"+e.Name] = true
-		ip, err := r.address(ctx, e)
+		var ip netip.Addr
+		if wait {
+			ip, err = r.heldAddress(ctx, e)
+		} else {
+			ip, err = r.address(ctx, e)
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		wep := buildWEP(r.cfg.Node, e, ip)
-		if err := r.write(ctx, wep, have[e.Namespace+"/"+e.Name]); err != nil {
+		wep.Spec.Standby = wait
+		old := have[e.Namespace+"/"+e.Name]
+		if err := r.write(ctx, wep, old); err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		if old != nil {
+			wep.Annotations = old.Annotations // the handover's, for the blackout
+		}
+		written = append(written, wep)
 		st.Endpoints = append(st.Endpoints, EndpointStatus{Namespace: e.Namespace, Name: e.Name, Tap: e.Tap, MAC: e.MAC, IP: ip.String()})
 		hw, _ := net.ParseMAC(e.MAC) // DesiredEndpoints parsed it
 		if err := r.setDHCP(d.UUID, DHCPConfig{Tap: e.Tap, MAC: hw, Address: netip.PrefixFrom(ip, ip.BitLen()), Hostname: e.Hostname}); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if d.Running && !wait {
+		// The guest runs here: other nodes' live endpoints of it go (a post-copy
+		// migration, or one that failed after the handover), and a handover here is
+		// measured.
+		if err := r.takeOver(ctx, d, others); err != nil {
+			errs = append(errs, err)
+		}
+		r.startMeasures(ctx, d.UUID, written)
 	}
 	for key, w := range have {
 		if keep[key] {
@@ -169,12 +219,13 @@ func (r *Reconciler) ForgetDomain(ctx context.Context, uuid, name string, releas
 	}
 	r.mu.Lock()
 	delete(r.domains, uuid)
+	delete(r.migrations, uuid)
 	r.mu.Unlock()
 	return nil
 }
 
 func (r *Reconciler) forgetDomain(ctx context.Context, uuid string, release bool) error {
-	have, err := r.endpointsOf(ctx, uuid)
+	have, _, err := r.endpointsOf(ctx, uuid)
 	if err != nil {
 		return err
 	}
@@ -400,19 +451,25 @@ func (r *Reconciler) listWEPs(ctx context.Context) ([]*v1.WorkloadEndpoint, erro
 	return out, nil
 }
 
-// endpointsOf maps namespace/name to the WorkloadEndpoints of one domain on this node.
-func (r *Reconciler) endpointsOf(ctx context.Context, uuid string) (map[string]*v1.WorkloadEndpoint, error) {
-	weps, err := r.listWEPs(ctx)
+// endpointsOf maps namespace/name to the WorkloadEndpoints of one domain on this node,
+// and lists those of other nodes (a live migration's other side).
+func (r *Reconciler) endpointsOf(ctx context.Context, uuid string) (map[string]*v1.WorkloadEndpoint, []*v1.WorkloadEndpoint, error) {
+	all, err := datastore.List[*v1.WorkloadEndpoint](ctx, r.cfg.Store, datastore.ListOptions{LabelSelector: LabelOrchestrator + "=libvirt"})
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("list WorkloadEndpoints: %w", err)
 	}
-	out := map[string]*v1.WorkloadEndpoint{}
-	for _, w := range weps {
-		if w.Spec.ContainerID == uuid {
-			out[w.Namespace+"/"+w.Name] = w
+	mine := map[string]*v1.WorkloadEndpoint{}
+	var others []*v1.WorkloadEndpoint
+	for _, w := range all {
+		switch {
+		case w.Spec.Orchestrator != v1.OrchestratorLibvirt || w.Spec.ContainerID != uuid:
+		case w.Spec.Node == r.cfg.Node:
+			mine[w.Namespace+"/"+w.Name] = w
+		default:
+			others = append(others, w)
 		}
 	}
-	return out, nil
+	return mine, others, nil
 }
 
 // runsElsewhere names a node other than this one with a WorkloadEndpoint of the domain.
@@ -534,6 +591,10 @@ func (r *Reconciler) Domains() []DomainStatus {
 		c := *st
 		c.Endpoints = slices.Clone(st.Endpoints)
 		c.Problems = slices.Clone(st.Problems)
+		if m := r.migrations[st.UUID]; m != nil {
+			mc := *m
+			c.Migration = &mc
+		}
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool {

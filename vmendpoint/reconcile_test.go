@@ -12,6 +12,7 @@ import (
 	v1 "github.com/tabbynet/tabby/api/v1"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/ipam"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -45,11 +46,18 @@ func newStore(t *testing.T) datastore.Store {
 // start runs a Watcher for node over store and fake, stopped at the end of the test.
 func start(t *testing.T, store datastore.Store, fake *fakeLibvirt, node string) *harness {
 	t.Helper()
-	log := zaptest.NewLogger(t)
+	return startWith(t, store, fake, node, ReconcilerConfig{})
+}
+
+// startWith is start with the reconciler's optional parts (Activity, Registry) from extra.
+func startWith(t *testing.T, store datastore.Store, fake *fakeLibvirt, node string, extra ReconcilerConfig) *harness {
+	t.Helper()
+	log := zaptest.NewLogger(t).With(zap.String("node", node))
 	al := ipam.New(store, ipam.Options{Logger: log, CacheTTL: -1})
 	h := &harness{t: t, store: store, ipam: al, fake: fake, dhcp: &fakeDHCP{}}
 	rec, err := NewReconciler(ReconcilerConfig{Options: Options{Node: node, DefaultNamespace: "default",
-		TapPrefixes: []string{"tap", "vnet"}}, Store: store, IPAM: al, DHCP: h.dhcp, Logger: log})
+		TapPrefixes: []string{"tap", "vnet"}}, Store: store, IPAM: al, DHCP: h.dhcp, Logger: log,
+		Activity: extra.Activity, Registry: extra.Registry})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -339,6 +339,11 @@ type DomainStatus struct {
 	Name      string           `json:"name"`
 	Active    bool             `json:"active"`
 	Endpoints []EndpointStatus `json:"endpoints,omitempty"`
+	// Standby: paused for a live migration while another node's endpoints route the
+	// guest (see Reconciler); the endpoints here are policed but not routed.
+	Standby bool `json:"standby,omitempty"`
+	// Migration is the last live migration to this node.
+	Migration *MigrationStatus `json:"migration,omitempty"`
 	// Problems in the domain's Tabby metadata (left out, the rest applied).
 	Problems []string `json:"problems,omitempty"`
 	// Error of the last reconcile ("" when it succeeded); it is retried with backoff.

@@ -32,7 +32,9 @@ type VMDomain struct {
 	Name string `json:"name"`
 	UUID string `json:"uuid"`
 	// State is "running" while libvirt reports the domain active (running, paused or
-	// shutting down: its taps exist) and "shut off" otherwise.
+	// shutting down: its taps exist), "standby" while it is paused for a live
+	// migration and another node routes it (its endpoints here are policed, not
+	// routed), and "shut off" otherwise.
 	State     string       `json:"state"`
 	Endpoints []VMEndpoint `json:"endpoints"`
 	// Problems in the domain's Tabby metadata (left out, the rest applied).
@@ -41,6 +43,21 @@ type VMDomain struct {
 	// retried with backoff); LastSync when it last succeeded.
 	LastError string     `json:"lastError,omitempty"`
 	LastSync  *time.Time `json:"lastSync,omitempty"`
+	// Migration is the last live migration of the domain to this node.
+	Migration *VMMigration `json:"migration,omitempty"`
+}
+
+// VMMigration is a live migration to this node: when this node took the guest over,
+// from which node, and the blackout: from the guest's last packet through the source
+// node's tap to its first through this node's (both nodes' clocks must agree).
+type VMMigration struct {
+	From           string     `json:"from,omitempty"`
+	Resumed        time.Time  `json:"resumed"`
+	LastSentThere  *time.Time `json:"lastSentThere,omitempty"`
+	FirstSentHere  *time.Time `json:"firstSentHere,omitempty"`
+	BlackoutMillis *float64   `json:"blackoutMillis,omitempty"`
+	// Error says why the blackout is not known (yet).
+	Error string `json:"error,omitempty"`
 }
 
 // VMEndpoint is one WorkloadEndpoint the watcher wrote for a guest NIC.
@@ -55,6 +72,7 @@ type VMEndpoint struct {
 // VM states of VMDomain.State.
 const (
 	VMStateRunning = "running"
+	VMStateStandby = "standby"
 	VMStateShutOff = "shut off"
 )
 

@@ -58,6 +58,12 @@ type WorkloadEndpointSpec struct {
 	// AllowSpoofedSourcePrefixes lets the workload send from these prefixes too.
 	// +optional
 	AllowSpoofedSourcePrefixes []string `json:"allowSpoofedSourcePrefixes,omitempty"`
+	// Standby: the interface is policed (its programs and anti-spoofing are in place)
+	// but its addresses are not routed to it. A guest migrating live has a standby
+	// endpoint on the destination node until it resumes there; until then the source
+	// node's endpoint holds the route.
+	// +optional
+	Standby bool `json:"standby,omitempty"`
 }
 
 // WorkloadEndpointPort is a named port of a workload.

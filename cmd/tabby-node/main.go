@@ -1,9 +1,9 @@
 // Command tabby-node is Tabby's per-node agent. It only wires the pieces together:
 // configuration and the logger (package agent), the datastore (datastore.NewKube), the
 // dataplane (felix), the BGP controller (bgp/controller over gobgp, unless --bgp=false),
-// the libvirt watcher (vmendpoint, unless --vm-endpoints=false) and the metrics
-// registry, then runs the agent, the controller and the watcher until SIGTERM or
-// SIGINT. See docs/reference/tabby-node.md.
+// the libvirt watcher (vmendpoint, unless --vm-endpoints=false), the pod label
+// controller (podlabels) and the metrics registry, then runs the agent, the controllers
+// and the watcher until SIGTERM or SIGINT. See docs/reference/tabby-node.md.
 package main
 
 import (
@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -24,6 +25,7 @@ import (
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/felix"
 	"github.com/tabbynet/tabby/ipam"
+	"github.com/tabbynet/tabby/podlabels"
 	"github.com/tabbynet/tabby/vmendpoint"
 	"github.com/tabbynet/tabby/vmendpoint/dhcp"
 	"github.com/vishvananda/netlink"
@@ -111,8 +113,21 @@ func runAgent(cfg agent.Config, log *zap.Logger) error {
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Pod labels follow to this node's pod WorkloadEndpoints until rctx ends; watches
+	// that cannot start are retried with backoff.
+	pl, err := podlabels.New(podlabels.Config{NodeName: cfg.NodeName, Store: store,
+		Logger: log.Named("podlabels"), ResyncPeriod: cfg.ResyncInterval})
+	if err != nil {
+		return fmt.Errorf("pod labels: %w", err)
+	}
+	plDone := make(chan struct{})
+	go func() {
+		defer close(plDone)
+		_ = pl.Run(rctx)
+	}()
+	defer func() { cancel(); <-plDone }()
 	if cfg.VMEndpoints {
-		vmw, servers, err := newVMEndpoints(cfg, store, log)
+		vmw, servers, err := newVMEndpoints(cfg, store, fx, reg, log)
 		if err != nil {
 			return err
 		}
@@ -199,20 +214,26 @@ func newBGP(cfg agent.Config, store datastore.Store, fx *felix.Felix, log *zap.L
 
 // newVMEndpoints builds the libvirt watcher: guest taps become WorkloadEndpoints with
 // addresses from Tabby IPAM. Its Status() is what the local API reports (GET /vms).
-func newVMEndpoints(cfg agent.Config, store datastore.Store, log *zap.Logger) (*vmendpoint.Watcher, *dhcp.Manager, error) {
+func newVMEndpoints(cfg agent.Config, store datastore.Store, fx *felix.Felix, reg prometheus.Registerer, log *zap.Logger) (*vmendpoint.Watcher, *dhcp.Manager, error) {
 	vlog := log.Named("vmendpoint")
 	dns, err := cfg.VMDNSServers()
 	if err != nil {
 		return nil, nil, fmt.Errorf("vm endpoints: --vm-dns: %w", err)
 	}
 	servers := dhcp.NewManager(vlog.Named("dhcp"))
+	var activity vmendpoint.Activity // a migration's blackout, from the policy counters
+	if cfg.Policy {
+		activity = guestActivity{fx}
+	}
 	rec, err := vmendpoint.NewReconciler(vmendpoint.ReconcilerConfig{
 		Options: vmendpoint.Options{Node: cfg.NodeName, DefaultNamespace: cfg.VMNamespace, TapPrefixes: cfg.VMTapPrefixes()},
 		Store:   store,
 		IPAM:    ipam.New(store, ipam.Options{Logger: vlog.Named("ipam")}),
 		DHCP: &vmendpoint.DHCPServers{M: servers,
 			DNS: dhcp.Config{DNS: dns, SearchDomains: cfg.VMDNSSearchDomains()}},
-		Logger: vlog,
+		Activity: activity,
+		Registry: reg,
+		Logger:   vlog,
 	})
 	if err != nil {
 		servers.Close()
@@ -229,4 +250,12 @@ func newVMEndpoints(cfg agent.Config, store datastore.Store, log *zap.Logger) (*
 		return nil, nil, fmt.Errorf("vm endpoints: %w", err)
 	}
 	return w, servers, nil
+}
+
+// guestActivity gives vmendpoint the guests' packet times from felix's policy counters.
+type guestActivity struct{ fx *felix.Felix }
+
+func (g guestActivity) Sent(tap string) (first, last time.Time, err error) {
+	a, err := g.fx.WorkloadActivity(tap)
+	return a.FirstSent, a.LastSent, err
 }

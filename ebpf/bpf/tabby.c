@@ -145,6 +145,12 @@ struct ep_counter {
 	__u64 allowed_bytes;
 	__u64 denied_packets;
 	__u64 denied_bytes;
+	// first_ns and last_ns: bpf_ktime_get_ns (CLOCK_MONOTONIC) of the first and the
+	// last allowed packet on this CPU; 0 before the first. A VM's migration blackout
+	// is the gap between its last packet through the old node's tap and its first
+	// through the new one's.
+	__u64 first_ns;
+	__u64 last_ns;
 };
 
 struct drop_event {
@@ -304,10 +310,14 @@ static __always_inline void count_ep(__u32 ifindex, __u8 dir, int allowed, __u32
 {
 	struct ep_counter_key k = {.ifindex = ifindex, .direction = dir};
 	struct ep_counter *c = bpf_map_lookup_elem(&tabby_ep_counters, &k);
+	__u64 now = allowed ? bpf_ktime_get_ns() : 0;
 	if (c) {
 		if (allowed) {
 			c->allowed_packets++;
 			c->allowed_bytes += len;
+			if (!c->first_ns)
+				c->first_ns = now;
+			c->last_ns = now;
 		} else {
 			c->denied_packets++;
 			c->denied_bytes += len;
@@ -318,6 +328,8 @@ static __always_inline void count_ep(__u32 ifindex, __u8 dir, int allowed, __u32
 	if (allowed) {
 		init.allowed_packets = 1;
 		init.allowed_bytes = len;
+		init.first_ns = now;
+		init.last_ns = now;
 	} else {
 		init.denied_packets = 1;
 		init.denied_bytes = len;

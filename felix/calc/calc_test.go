@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -363,5 +364,30 @@ func TestGolden(t *testing.T) {
 	}
 	if string(got) != string(want) {
 		t.Errorf("desired state differs from %s:\n%s", path, got)
+	}
+}
+
+// TestStandbyEndpoint: a standby endpoint's interface gets its sysctls but no route;
+// when it leaves standby its addresses are routed to it, and back.
+func TestStandbyEndpoint(t *testing.T) {
+	g := NewGraph(node, nil)
+	w := wep("ns", "vm", node, "tap1", "10.65.0.9/32")
+	w.Spec.Standby = true
+	g.UpsertEndpoint(w)
+	d := g.Desired()
+	if _, routed := d.LocalRoutes[pfx("10.65.0.9/32")]; routed || !slices.Contains(d.Interfaces, "tap1") {
+		t.Fatalf("standby: routes %v, interfaces %v; want no route and tap1's sysctls", d.LocalRoutes, d.Interfaces)
+	}
+	w = w.DeepCopy()
+	w.Spec.Standby = false
+	g.UpsertEndpoint(w)
+	if got := g.Desired().LocalRoutes[pfx("10.65.0.9/32")]; got != "tap1" {
+		t.Fatalf("after standby: route to %q, want tap1", got)
+	}
+	w = w.DeepCopy()
+	w.Spec.Standby = true
+	g.UpsertEndpoint(w)
+	if _, routed := g.Desired().LocalRoutes[pfx("10.65.0.9/32")]; routed {
+		t.Fatal("back on standby: still routed")
 	}
 }

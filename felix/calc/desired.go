@@ -69,7 +69,7 @@ func (g *Graph) Desired() DesiredState {
 // parseEndpoint keeps what felix needs of a WorkloadEndpoint, and what it had to skip.
 func parseEndpoint(w *v1.WorkloadEndpoint) *Endpoint {
 	ep := &Endpoint{Namespace: w.Namespace, Name: w.Name, Workload: w.Spec.Workload, Interface: w.Spec.InterfaceName,
-		Created: w.CreationTimestamp.Time}
+		Created: w.CreationTimestamp.Time, Standby: w.Spec.Standby}
 	if err := CheckInterfaceName(w.Spec.InterfaceName); err != nil {
 		ep.Problems = append(ep.Problems, fmt.Sprintf("spec.interfaceName %q: %v", w.Spec.InterfaceName, err))
 	} else {

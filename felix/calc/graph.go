@@ -65,6 +65,9 @@ type Endpoint struct {
 	InterfaceOK bool
 	// IPs are the endpoint's valid addresses, in the object's order, without duplicates.
 	IPs []netip.Addr
+	// Standby: the interface gets its sysctls (and policy) but none of the routes; a
+	// migrating guest's endpoint on the destination node until the guest resumes.
+	Standby bool
 	// Problems are the parts of the object that were skipped, and why.
 	Problems []string
 }
@@ -74,7 +77,7 @@ func (e *Endpoint) Key() string { return e.Namespace + "/" + e.Name }
 
 func (e *Endpoint) equal(o *Endpoint) bool {
 	return e.Namespace == o.Namespace && e.Name == o.Name && e.Workload == o.Workload && e.Created.Equal(o.Created) &&
-		e.Interface == o.Interface && e.InterfaceOK == o.InterfaceOK &&
+		e.Interface == o.Interface && e.InterfaceOK == o.InterfaceOK && e.Standby == o.Standby &&
 		slices.Equal(e.IPs, o.IPs) && slices.Equal(e.Problems, o.Problems)
 }
 
@@ -187,6 +190,9 @@ func (g *Graph) claim(ep *Endpoint) {
 	if g.ifaceRefs[ep.Interface]++; g.ifaceRefs[ep.Interface] == 1 {
 		g.dirtyIfaces[ep.Interface] = struct{}{}
 	}
+	if ep.Standby {
+		return
+	}
 	key := ep.Key()
 	for _, ip := range ep.IPs {
 		p := netip.PrefixFrom(ip, ip.BitLen())
@@ -212,6 +218,9 @@ func (g *Graph) unclaim(ep *Endpoint) {
 	if g.ifaceRefs[ep.Interface]--; g.ifaceRefs[ep.Interface] <= 0 {
 		delete(g.ifaceRefs, ep.Interface)
 		g.dirtyIfaces[ep.Interface] = struct{}{}
+	}
+	if ep.Standby {
+		return
 	}
 	key := ep.Key()
 	for _, ip := range ep.IPs {

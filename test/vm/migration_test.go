@@ -2,12 +2,16 @@ package vm
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tabbynet/tabby/agent/localapi"
 	v1 "github.com/tabbynet/tabby/api/v1"
 	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/ipam"
@@ -26,11 +30,13 @@ const maxBlackout = 5 * time.Second
 // (vmguest.PrivateLibvirtdIn: the taps and QEMU's sockets are the node's), and its
 // tabby-node follows it. A guest on node A, policed by a NetworkPolicy on its labels
 // and pinged every 20 ms by a pod on node B, is live-migrated to node B (client-managed
-// Migrate3, QEMU's stream over the fabric to node B's address). Its endpoint moves to
-// node B with the same address (node A's is deleted), the allocation becomes node B's
-// (a borrowed address of node A's block), node A learns the /32 over BGP from node B,
-// the policy is enforced on node B, the guest keeps its address, and the longest gap
-// in the ping (the blackout) is logged and bounded.
+// Migrate3, QEMU's stream over the fabric to node B's address). Node B's endpoint
+// waits on standby until node A pauses the guest for the last pages, then the endpoint
+// moves to node B with the same address (node A's goes), the allocation becomes node
+// B's (a borrowed address of node A's block), node A learns the /32 over BGP from node
+// B, the policy is enforced on node B, the guest keeps its address, the longest gap in
+// each ping (the blackout) is logged and bounded, and node B reports the blackout it
+// measured (tabbyctl vm list, the metrics).
 func TestLiveMigration(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: root, libvirt, QEMU, a kube-apiserver, cnitool and network namespaces")
@@ -140,14 +146,14 @@ func TestLiveMigration(t *testing.T) {
 	migURI := "tcp://" + w.b.IP.String()
 	// When the endpoint and node A's route move, seen by polling every 20 ms during
 	// the migration (the datastore and node A's routing table).
-	var endpointAt, goneAt, routedAt, localAt, runningAt, stoppedAt time.Duration
+	var endpointAt, standbyAt, liveAt, goneAt, routedAt, localAt, pausedAt, runningAt, stoppedAt time.Duration
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	polled := make(chan struct{})
 	migAt := time.Now()
 	go func() {
 		defer close(polled)
 		routeA := fmt.Sprintf("%s via %s dev fab0", vmIP, w.b.IP)
-		for pollCtx.Err() == nil && (endpointAt == 0 || goneAt == 0 || routedAt == 0 || localAt == 0 || runningAt == 0 || stoppedAt == 0) {
+		for pollCtx.Err() == nil && (endpointAt == 0 || liveAt == 0 || goneAt == 0 || routedAt == 0 || localAt == 0 || pausedAt == 0 || runningAt == 0 || stoppedAt == 0) {
 			if localAt == 0 {
 				if out, err := w.b.Net.IP(pollCtx, "route", "get", vmIP.String()); err == nil && strings.Contains(out, "dev "+tap) {
 					localAt = time.Since(migAt)
@@ -161,15 +167,30 @@ func TestLiveMigration(t *testing.T) {
 					_ = dom.Free()
 				}
 			}
+			if pausedAt == 0 {
+				if dom, err := connA.LookupDomainByName(name); err == nil {
+					if st, reason, err := dom.GetState(); err == nil && st == libvirt.DOMAIN_PAUSED && reason == int(libvirt.DOMAIN_PAUSED_MIGRATION) {
+						pausedAt = time.Since(migAt)
+					}
+					_ = dom.Free()
+				}
+			}
 			if stoppedAt == 0 && privA.QEMUPid(name) == 0 {
 				stoppedAt = time.Since(migAt)
 			}
-			if endpointAt == 0 || goneAt == 0 {
-				if nodes, err := w.guestWEPNodes(pollCtx, name); err == nil {
-					if endpointAt == 0 && nodes[w.b.Name] {
+			if endpointAt == 0 || liveAt == 0 || goneAt == 0 {
+				if weps, err := w.guestWEPs(pollCtx, name); err == nil {
+					b, a := weps[w.b.Name], weps[w.a.Name]
+					if endpointAt == 0 && b != nil {
 						endpointAt = time.Since(migAt)
 					}
-					if goneAt == 0 && !nodes[w.a.Name] {
+					if standbyAt == 0 && b != nil && b.Spec.Standby {
+						standbyAt = time.Since(migAt)
+					}
+					if liveAt == 0 && b != nil && !b.Spec.Standby {
+						liveAt = time.Since(migAt)
+					}
+					if goneAt == 0 && (a == nil || a.Spec.Standby) {
 						goneAt = time.Since(migAt)
 					}
 				}
@@ -236,9 +257,21 @@ func TestLiveMigration(t *testing.T) {
 		t.Errorf("guest after the migration: ping %s: status %d\n%s", client.IP, code, out)
 	}
 
-	t.Logf("TIMELINE from the migration call: running on %s at +%v, source QEMU gone at +%v, %s routes to its tap at +%v, endpoint on %s at +%v, endpoint on %s deleted at +%v, /32 via %s on %s at +%v, call returned at +%v",
-		w.b.Name, runningAt.Round(time.Millisecond), stoppedAt.Round(time.Millisecond), w.b.Name, localAt.Round(time.Millisecond),
-		w.b.Name, endpointAt.Round(time.Millisecond), w.a.Name, goneAt.Round(time.Millisecond), w.b.Name, w.a.Name, routedAt.Round(time.Millisecond), migrated.Round(time.Millisecond))
+	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	t.Logf("TIMELINE from the migration call: endpoint on %s (standby at +%v) at +%v, guest paused on %s for the last pages at +%v, endpoint on %s live at +%v, %s routes to its tap at +%v, %s's live endpoint gone at +%v, /32 via %s on %s at +%v, guest running on %s at +%v, source QEMU gone at +%v, call returned at +%v",
+		w.b.Name, ms(standbyAt), ms(endpointAt), w.a.Name, ms(pausedAt), w.b.Name, ms(liveAt), w.b.Name, ms(localAt),
+		w.a.Name, ms(goneAt), w.b.Name, w.a.Name, ms(routedAt), w.b.Name, ms(runningAt), ms(stoppedAt), ms(migrated))
+	// The handover happens when node A pauses the guest for the last pages: until then
+	// node B's endpoint waits on standby and node B does not route the address to its
+	// tap (polled every 20 ms, hence the slack).
+	const pollSlack = 60 * time.Millisecond
+	if standbyAt == 0 || standbyAt > liveAt {
+		t.Errorf("node B's endpoint was never seen on standby before it went live (standby at +%v, live at +%v)", ms(standbyAt), ms(liveAt))
+	}
+	if pausedAt == 0 || localAt+pollSlack < pausedAt || liveAt+pollSlack < pausedAt {
+		t.Errorf("node B took the guest over while it ran on node A: endpoint live at +%v, route to the tap at +%v, guest paused on node A at +%v",
+			ms(liveAt), ms(localAt), ms(pausedAt))
+	}
 	// Fifty more replies after the move, then each ping's blackout: the longest gap
 	// between replies from the migration's start to the end of the ping (gaps before
 	// it are the TCG guest's own hiccups).
@@ -272,6 +305,44 @@ func TestLiveMigration(t *testing.T) {
 		}
 	}
 
+	// Node B measured the blackout (the guest's last packet through node A's tap to its
+	// first through node B's): in tabbyctl vm list and the metrics.
+	var mig *localapi.VMMigration
+	waitFor(t, "node B's report of the migration's blackout", waitTimeout, func() error {
+		out, err := w.tabbyctl("vm", "list", "-n", w.ns, "--socket", w.b.Socket, "-o", "json")
+		if err != nil {
+			return err
+		}
+		var doc struct {
+			Items []struct {
+				Node      string                `json:"node"`
+				Migration *localapi.VMMigration `json:"migration"`
+			} `json:"items"`
+		}
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		for _, it := range doc.Items {
+			if it.Node == w.b.Name && it.Migration != nil && it.Migration.BlackoutMillis != nil {
+				mig = it.Migration
+				return nil
+			}
+		}
+		return fmt.Errorf("no measured migration in %s", out)
+	})
+	blackout := time.Duration(*mig.BlackoutMillis * float64(time.Millisecond))
+	t.Logf("BLACKOUT measured by %s: %v (last packet through %s's tap at %s, first through %s's at %s)", w.b.Name, ms(blackout),
+		mig.From, mig.LastSentThere.Format("15:04:05.000"), w.b.Name, mig.FirstSentHere.Format("15:04:05.000"))
+	if mig.From != w.a.Name || blackout <= 0 || blackout > maxBlackout {
+		t.Errorf("measured migration %+v: want from %s, a blackout in (0, %v]", mig, w.a.Name, maxBlackout)
+	}
+	metrics := scrape(t, w.b, "127.0.0.1:19091")
+	for _, want := range []string{`tabby_vm_migrations_total{result="measured"} 1`, "tabby_vm_migration_blackout_seconds_count 1"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("%s's metrics lack %q", w.b.Name, want)
+		}
+	}
+
 	// Policy follows the guest: enforced on node B.
 	w.checkPolicy(t, client, vmIP, name, "after the migration")
 	out, err := w.tabbyctl("policy", "explain", "--socket", w.b.Socket, "--from", w.ns+"/"+client.Name,
@@ -302,20 +373,43 @@ func (w *world) waitGuestOn(t *testing.T, name string, n *fabric.Node) *v1.Workl
 	return wep
 }
 
-// guestWEPNodes is the set of nodes with a WorkloadEndpoint of the domain named
-// workload in w.ns.
-func (w *world) guestWEPNodes(ctx context.Context, workload string) (map[string]bool, error) {
+// guestWEPs maps each node to its WorkloadEndpoint of the domain named workload in w.ns.
+func (w *world) guestWEPs(ctx context.Context, workload string) (map[string]*v1.WorkloadEndpoint, error) {
 	weps, err := datastore.List[*v1.WorkloadEndpoint](ctx, w.store, datastore.ListOptions{Namespace: w.ns})
 	if err != nil {
 		return nil, err
 	}
-	nodes := map[string]bool{}
+	nodes := map[string]*v1.WorkloadEndpoint{}
 	for _, e := range weps {
 		if e.Spec.Orchestrator == v1.OrchestratorLibvirt && e.Spec.Workload == workload {
-			nodes[e.Spec.Node] = true
+			nodes[e.Spec.Node] = e
 		}
 	}
 	return nodes, nil
+}
+
+// scrape reads node n's /metrics at addr (inside its namespace: the socket is made
+// there, the request and answer go over it from here).
+func scrape(t *testing.T, n *fabric.Node, addr string) string {
+	t.Helper()
+	var conn net.Conn
+	if err := n.Net.Do(func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", addr, 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("connect to %s's metrics at %s: %v", n.Name, addr, err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(conn, "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n", addr); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("read %s's metrics: %v", n.Name, err)
+	}
+	return string(b)
 }
 
 // waitRoute waits until node n has the protocol-117 (BGP) route want.
