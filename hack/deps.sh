@@ -47,4 +47,6 @@ go mod download
 hack/k8s-bins.sh >/dev/null
 # cnitool, the CNI runtime the CNI suites drive the plugin with.
 hack/cnitool.sh >/dev/null
+# helm, for test/helm (lint, template, install against the real API server).
+hack/helm.sh >/dev/null
 echo "deps: ok" >&2
