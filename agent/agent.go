@@ -150,6 +150,7 @@ func (a *Agent) registerMetrics() error {
 		gauge("tabby_node_ready", "1 when /readyz answers ok: the datastore is reachable, the node registered and felix ready.", func() bool { return len(a.notReady()) == 0 }),
 		gauge("tabby_node_datastore_reachable", "1 when the last datastore check succeeded.", func() bool { return a.snapshot().reachable }),
 		gauge("tabby_node_registered", "1 once the tabby.dev Node holds this node's address.", func() bool { return a.snapshot().registered }),
+		newIPAMCollector(a.store, a.cfg.NodeName, ipamScrapeTimeout), // ipammetrics.go
 	} {
 		if err := a.reg.Register(c); err != nil {
 			return fmt.Errorf("agent: register metrics: %w", err)

@@ -47,7 +47,7 @@ func metricsHandler(reg *prometheus.Registry, log *zap.Logger) http.Handler {
 }
 
 // localAPIHandler serves the local API on the unix socket: GET /status, /endpoints,
-// /routes, /bgp/peers, /policy and /vms, JSON.
+// /routes, /bgp/peers, /policy, /vms and /logs, JSON.
 func (a *Agent) localAPIHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+localapi.PathStatus, func(w http.ResponseWriter, r *http.Request) {
@@ -71,6 +71,7 @@ func (a *Agent) localAPIHandler() http.Handler {
 	})
 	a.registerPolicyAPI(mux) // POST /policy/explain, GET /policy/drops (policyapi.go)
 	a.registerVMAPI(mux)     // GET /vms (vmapi.go)
+	a.registerDiagsAPI(mux)  // GET /logs (diags.go)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case localapi.PathStatus, localapi.PathEndpoints, localapi.PathRoutes, localapi.PathBGPPeers, localapi.PathPolicy, localapi.PathVMs:
@@ -79,7 +80,7 @@ func (a *Agent) localAPIHandler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusNotFound, localapi.Error{Error: "no such endpoint " + r.Method + " " + r.URL.Path +
-			": use GET " + localapi.PathStatus + ", " + localapi.PathEndpoints + ", " + localapi.PathRoutes + ", " + localapi.PathBGPPeers + ", " + localapi.PathPolicy + " or " + localapi.PathVMs})
+			": use GET " + localapi.PathStatus + ", " + localapi.PathEndpoints + ", " + localapi.PathRoutes + ", " + localapi.PathBGPPeers + ", " + localapi.PathPolicy + ", " + localapi.PathVMs + " or " + localapi.PathLogs})
 	})
 	return mux
 }

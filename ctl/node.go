@@ -35,7 +35,7 @@ cluster; run it on the node (it needs permission to open the socket, usually roo
 		return cmd.Help()
 	})
 	client := func() *localapi.Client { return localapi.NewClient(socket, nodeRequestTimeout) }
-	cmd.AddCommand(newNodeStatusCmd(g, client), newNodeRoutesCmd(g, client))
+	cmd.AddCommand(newNodeStatusCmd(g, client), newNodeRoutesCmd(g, client), newNodeDiagsCmd(g, client))
 	return cmd
 }
 

@@ -19,7 +19,20 @@ const (
 	PathRoutes    = "/routes"
 	PathBGPPeers  = "/bgp/peers"
 	PathPolicy    = "/policy"
+	// PathLogs: the agent's recent log lines (LogLines), for tabbyctl node diags;
+	// ?lines=N asks for the last N only.
+	PathLogs = "/logs"
 )
+
+// LogLines is the answer of GET /logs.
+type LogLines struct {
+	// Capacity is how many lines the agent keeps; Dropped how many older lines it no
+	// longer has (overwritten, or left out by ?lines=N).
+	Capacity int    `json:"capacity"`
+	Dropped  uint64 `json:"dropped"`
+	// Lines are JSON log entries, oldest first, one a string.
+	Lines []string `json:"lines"`
+}
 
 // Status is the answer of GET /status: who the agent is, whether it is ready, and what
 // the dataplane reports.
