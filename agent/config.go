@@ -54,6 +54,8 @@ type Config struct {
 	Policy bool
 	// BPFPinDir is where the policy datapath pins its maps, programs and links.
 	BPFPinDir string
+	// ProcSysRoot is where felix writes the workload interfaces' sysctls.
+	ProcSysRoot string
 	// VMEndpoints runs the libvirt watcher (package vmendpoint): guest taps become
 	// WorkloadEndpoints. Off quietly (reported in status) where libvirt is absent.
 	VMEndpoints bool
@@ -93,6 +95,7 @@ var settings = []setting{
 	{"bgp-secret-namespace", []string{"TABBY_BGP_SECRET_NAMESPACE"}},
 	{"policy", []string{"TABBY_POLICY"}},
 	{"bpf-pin-dir", []string{"TABBY_BPF_PIN_DIR"}},
+	{"proc-sys-root", []string{"TABBY_PROC_SYS_ROOT"}},
 	{"vm-endpoints", []string{"TABBY_VM_ENDPOINTS"}},
 	{"libvirt-uri", []string{"TABBY_LIBVIRT_URI"}},
 	{"vm-tap-prefix", []string{"TABBY_VM_TAP_PREFIX"}},
@@ -121,6 +124,7 @@ func (c *Config) FlagSet(out io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.BGPSecretNamespace, "bgp-secret-namespace", DefaultBGPSecretNamespace, "namespace of the Secrets BGP passwords name (env TABBY_BGP_SECRET_NAMESPACE)")
 	fs.BoolVar(&c.Policy, "policy", true, "enforce network policy with the eBPF datapath; false removes Tabby's programs and pins (env TABBY_POLICY)")
 	fs.StringVar(&c.BPFPinDir, "bpf-pin-dir", felix.DefaultBPFPinDir, "directory on a bpffs for the policy datapath's pins; one per agent (env TABBY_BPF_PIN_DIR)")
+	fs.StringVar(&c.ProcSysRoot, "proc-sys-root", "/proc/sys", "where the workload interfaces' sysctls are written, e.g. /host/proc/sys with the host's /proc/sys/net mounted there in an unprivileged container (env TABBY_PROC_SYS_ROOT)")
 	fs.BoolVar(&c.VMEndpoints, "vm-endpoints", true, "make libvirt guests' taps WorkloadEndpoints; off quietly where libvirt is absent (env TABBY_VM_ENDPOINTS)")
 	fs.StringVar(&c.LibvirtURI, "libvirt-uri", DefaultLibvirtURI, "libvirt connection of the guests (env TABBY_LIBVIRT_URI)")
 	fs.StringVar(&c.VMTapPrefix, "vm-tap-prefix", DefaultVMTapPrefix, `comma-separated prefixes of the guest taps that become endpoints; "" means every ethernet interface (env TABBY_VM_TAP_PREFIX)`)
@@ -211,6 +215,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Policy && !filepath.IsAbs(c.BPFPinDir) || c.Policy && filepath.Clean(c.BPFPinDir) == "/" {
 		errs = append(errs, fmt.Errorf("--bpf-pin-dir: %q is not an absolute directory below /, e.g. %s", c.BPFPinDir, felix.DefaultBPFPinDir))
+	}
+	if c.ProcSysRoot != "" && !filepath.IsAbs(c.ProcSysRoot) {
+		errs = append(errs, fmt.Errorf("--proc-sys-root: %q is not an absolute directory", c.ProcSysRoot))
 	}
 	if c.ResyncInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--resync-interval: %v is not positive", c.ResyncInterval))

@@ -22,7 +22,7 @@ func TestConfigDefaults(t *testing.T) {
 	want := Config{NodeName: "node-a", LogLevel: "info", LogFormat: "json", HealthAddr: DefaultHealthAddr,
 		MetricsAddr: DefaultMetricsAddr, Socket: DefaultSocket, IPAutodetect: "first-found",
 		NodenameFile: DefaultNodenameFile, ResyncInterval: DefaultResyncInterval,
-		BGP: true, BGPSecretNamespace: DefaultBGPSecretNamespace, Policy: true, BPFPinDir: "/sys/fs/bpf/tabby",
+		BGP: true, BGPSecretNamespace: DefaultBGPSecretNamespace, Policy: true, BPFPinDir: "/sys/fs/bpf/tabby", ProcSysRoot: "/proc/sys",
 		VMEndpoints: true, LibvirtURI: "qemu:///system", VMTapPrefix: "tap,vnet", VMNamespace: "default"}
 	if c != want {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
@@ -38,7 +38,7 @@ func TestConfigPrecedence(t *testing.T) {
 		"TABBY_SOCKET": "/env/sock", "IP": "10.0.0.5/24", "IP_AUTODETECTION_METHOD": "interface=eth.*",
 		"TABBY_NODENAME_FILE": "/env/nodename", "TABBY_RESYNC_INTERVAL": "30s",
 		"TABBY_BGP": "false", "TABBY_BGP_SECRET_NAMESPACE": "env-ns",
-		"TABBY_POLICY": "false", "TABBY_BPF_PIN_DIR": "/env/bpf",
+		"TABBY_POLICY": "false", "TABBY_BPF_PIN_DIR": "/env/bpf", "TABBY_PROC_SYS_ROOT": "/env/proc/sys",
 		"TABBY_VM_ENDPOINTS": "false", "TABBY_LIBVIRT_URI": "qemu+ssh://env/system", "TABBY_VM_TAP_PREFIX": "vm",
 		"TABBY_VM_NAMESPACE": "env-vms",
 	}
@@ -49,7 +49,7 @@ func TestConfigPrecedence(t *testing.T) {
 	fromEnv := Config{NodeName: "env-node", Kubeconfig: "/env/kubeconfig", LogLevel: "debug", LogFormat: "console",
 		HealthAddr: "127.0.0.1:1", MetricsAddr: "127.0.0.1:2", Socket: "/env/sock", IP: "10.0.0.5/24",
 		IPAutodetect: "interface=eth.*", NodenameFile: "/env/nodename", ResyncInterval: 30 * time.Second,
-		BGP: false, BGPSecretNamespace: "env-ns", BPFPinDir: "/env/bpf",
+		BGP: false, BGPSecretNamespace: "env-ns", BPFPinDir: "/env/bpf", ProcSysRoot: "/env/proc/sys",
 		VMEndpoints: false, LibvirtURI: "qemu+ssh://env/system", VMTapPrefix: "vm", VMNamespace: "env-vms"}
 	if c != fromEnv {
 		t.Fatalf("from the environment\n got %+v\nwant %+v", c, fromEnv)
@@ -57,7 +57,7 @@ func TestConfigPrecedence(t *testing.T) {
 	args := []string{"--node-name=flag-node", "--kubeconfig=/flag/kc", "--log-level=warn", "--log-format=json",
 		"--health-addr=127.0.0.1:3", "--metrics-addr=", "--socket=/flag/sock", "--ip=10.1.0.5/16",
 		"--ip-autodetect=can-reach=10.0.0.1", "--nodename-file=", "--resync-interval=1m",
-		"--bgp=true", "--bgp-secret-namespace=flag-ns", "--policy", "--bpf-pin-dir=/flag/bpf",
+		"--bgp=true", "--bgp-secret-namespace=flag-ns", "--policy", "--bpf-pin-dir=/flag/bpf", "--proc-sys-root=/host/proc/sys",
 		"--vm-endpoints", "--libvirt-uri=test:///default", "--vm-tap-prefix=", "--vm-namespace=flag-vms"}
 	c, err = ParseConfig(args, env(vars), host("host"), io.Discard)
 	if err != nil {
@@ -66,7 +66,7 @@ func TestConfigPrecedence(t *testing.T) {
 	fromFlags := Config{NodeName: "flag-node", Kubeconfig: "/flag/kc", LogLevel: "warn", LogFormat: "json",
 		HealthAddr: "127.0.0.1:3", MetricsAddr: "", Socket: "/flag/sock", IP: "10.1.0.5/16",
 		IPAutodetect: "can-reach=10.0.0.1", NodenameFile: "", ResyncInterval: time.Minute,
-		BGP: true, BGPSecretNamespace: "flag-ns", Policy: true, BPFPinDir: "/flag/bpf",
+		BGP: true, BGPSecretNamespace: "flag-ns", Policy: true, BPFPinDir: "/flag/bpf", ProcSysRoot: "/host/proc/sys",
 		VMEndpoints: true, LibvirtURI: "test:///default", VMTapPrefix: "", VMNamespace: "flag-vms"}
 	if c != fromFlags {
 		t.Fatalf("flags over the environment\n got %+v\nwant %+v", c, fromFlags)

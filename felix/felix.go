@@ -59,6 +59,10 @@ type Config struct {
 	// BPFPinDir (with Policy) is where the datapath is pinned, on a bpffs; default
 	// DefaultBPFPinDir.
 	BPFPinDir string
+	// ProcSysRoot is where the workload interfaces' sysctls are written (default
+	// /proc/sys): e.g. /host/proc/sys with the host's /proc/sys/net mounted there, in a
+	// container whose own /proc/sys is read-only.
+	ProcSysRoot string
 }
 
 // LearnedRoute is a prefix learned from a BGP peer and its next hops.
@@ -265,7 +269,7 @@ func (f *Felix) Run(ctx context.Context) error {
 		defer nst.Close()
 	}
 	l := &loop{f: f, rt: dataplane.NewRouteTable(f.h, f.log.Named("routes")),
-		sys: dataplane.NewSysctls(nst, f.log.Named("sysctls"))}
+		sys: dataplane.NewSysctls(nst, f.cfg.ProcSysRoot, f.log.Named("sysctls"))}
 	l.rt.SetGracePeriod(f.cfg.RouteCleanupGracePeriod)
 	if f.pol != nil {
 		l.enf = newEnforcer(f, nst)

@@ -88,7 +88,7 @@ func runAgent(cfg agent.Config, log *zap.Logger) error {
 	}
 	defer nl.Close()
 	fx, err := felix.New(felix.Config{NodeName: cfg.NodeName, Store: store, Logger: log.Named("felix"),
-		Registry: reg, ResyncInterval: cfg.ResyncInterval, NetlinkHandle: nl, Policy: cfg.Policy, BPFPinDir: cfg.BPFPinDir})
+		Registry: reg, ResyncInterval: cfg.ResyncInterval, NetlinkHandle: nl, Policy: cfg.Policy, BPFPinDir: cfg.BPFPinDir, ProcSysRoot: cfg.ProcSysRoot})
 	if err != nil {
 		return fmt.Errorf("felix: %w", err)
 	}

@@ -3,6 +3,8 @@ package dataplane_test
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -238,7 +240,7 @@ func TestSysctls(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer thr.Close()
-	s := dataplane.NewSysctls(thr, zaptest.NewLogger(t))
+	s := dataplane.NewSysctls(thr, "", zaptest.NewLogger(t))
 	n.WriteSysctl("net/ipv4/conf/cali1/forwarding", "0") // new interfaces inherit ip_forward
 	s.Set("cali1", true)
 	s.Set("cali7", true)
@@ -506,5 +508,36 @@ func TestRouteEventFilter(t *testing.T) {
 				t.Errorf("event %v next hop %d: got %+v, want %+v", u.Dst, i, u.MultiPath[i], w.MultiPath[i])
 			}
 		}
+	}
+}
+
+// TestSysctlsOtherRoot: with the host's /proc/sys/net bind-mounted elsewhere (as an
+// unprivileged container gets it), the settings written there land in the network
+// namespace of the writing thread: the node's.
+func TestSysctlsOtherRoot(t *testing.T) {
+	nettest.Require(t)
+	n := nettest.NewNode(t)
+	n.AddVeth("cali2", "cali2p", "")
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "net"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("/proc/sys/net", filepath.Join(root, "net"), "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind-mount /proc/sys/net: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(filepath.Join(root, "net"), unix.MNT_DETACH) })
+	thr, err := dataplane.NewNSThread(n.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer thr.Close()
+	s := dataplane.NewSysctls(thr, root, zaptest.NewLogger(t))
+	n.WriteSysctl("net/ipv4/conf/cali2/proxy_arp", "0")
+	s.Set("cali2", true)
+	if _, pending, err := s.Apply(); err != nil || pending != 0 {
+		t.Fatalf("apply under %s: %d pending, %v", root, pending, err)
+	}
+	if v, err := n.ReadSysctl("net/ipv4/conf/cali2/proxy_arp"); err != nil || v != "1" {
+		t.Fatalf("the node's cali2 proxy_arp = %q, %v; want 1", v, err)
 	}
 }

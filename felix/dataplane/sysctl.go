@@ -37,13 +37,22 @@ type Sysctls struct {
 	resync   bool
 }
 
+// DefaultProcSysRoot is where the sysctls are, unless NewSysctls is told otherwise.
+const DefaultProcSysRoot = "/proc/sys"
+
 // NewSysctls returns a reconciler that does its file I/O on ns (nil: the caller's
-// thread and namespace).
-func NewSysctls(ns *NSThread, log *zap.Logger) *Sysctls {
+// thread and namespace), under root ("": DefaultProcSysRoot). Another root serves an
+// unprivileged container, whose /proc/sys is read-only, with the host's /proc/sys/net
+// mounted elsewhere: a net sysctl file belongs to the network namespace of the thread
+// that opens it, not to the mount.
+func NewSysctls(ns *NSThread, root string, log *zap.Logger) *Sysctls {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Sysctls{ns: ns, root: "/proc/sys", log: log, wanted: map[string]struct{}{},
+	if root == "" {
+		root = DefaultProcSysRoot
+	}
+	return &Sysctls{ns: ns, root: root, log: log, wanted: map[string]struct{}{},
 		dirty: map[string]struct{}{}, problems: map[string]string{}}
 }
 

@@ -40,6 +40,10 @@ type Options struct {
 	Dir string
 	// NodeArgs are extra tabby-node flags for every node.
 	NodeArgs []string
+	// Wrap, when set, is a command that runs tabby-node (its path and flags follow
+	// Wrap's own arguments) inside the node namespace: a confinement, e.g. the
+	// capabilities and mounts a container gives it.
+	Wrap []string
 	// Logf, when set, hears teardown failures.
 	Logf func(format string, args ...any)
 }

@@ -123,7 +123,12 @@ func (n *Node) Start(args ...string) error {
 		// when its test asks (--vm-endpoints=true in NodeArgs or Start's args).
 		"--vm-endpoints=false"}, n.C.Opts.NodeArgs...)
 	argv = append(argv, args...)
-	cmd := n.Net.Command(context.Background(), filepath.Join(n.C.Opts.BinDir, "tabby-node"), argv...)
+	bin := filepath.Join(n.C.Opts.BinDir, "tabby-node")
+	if w := n.C.Opts.Wrap; len(w) > 0 {
+		argv = append(append(append([]string{}, w[1:]...), bin), argv...)
+		bin = w[0]
+	}
+	cmd := n.Net.Command(context.Background(), bin, argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -133,6 +138,17 @@ func (n *Node) Start(args ...string) error {
 	n.proc, n.done = cmd, done
 	go func() { _ = cmd.Wait(); close(done) }()
 	return nil
+}
+
+// PID is tabby-node's process id (0 when it never started). `ip netns exec` and a
+// Wrap that execs keep the pid.
+func (n *Node) PID() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.proc == nil || n.proc.Process == nil {
+		return 0
+	}
+	return n.proc.Process.Pid
 }
 
 // Running reports whether tabby-node runs.
