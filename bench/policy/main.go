@@ -79,7 +79,7 @@ func main() {
 	var c config
 	flag.IntVar(&c.few, "few", 10, "rules in the small scenarios")
 	flag.IntVar(&c.many, "rules", 10000, "rules in the large scenarios")
-	flag.IntVar(&c.rounds, "rounds", 3, "rounds (each runs every scenario once)")
+	flag.IntVar(&c.rounds, "rounds", 5, "rounds (each runs every scenario once)")
 	flag.IntVar(&c.secs, "t", 3, "seconds of each iperf3 run")
 	flag.IntVar(&c.repeat, "repeat", 10000, "test runs of the new-flow packet per measure")
 	flag.Parse()

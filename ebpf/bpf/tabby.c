@@ -306,11 +306,10 @@ static __always_inline void count(__u32 rule_id, __u32 len)
 }
 
 // count_ep adds the packet to its interface's allowed or denied counter.
-static __always_inline void count_ep(__u32 ifindex, __u8 dir, int allowed, __u32 len)
+static __always_inline void count_ep(__u32 ifindex, __u8 dir, int allowed, __u32 len, __u64 now)
 {
 	struct ep_counter_key k = {.ifindex = ifindex, .direction = dir};
 	struct ep_counter *c = bpf_map_lookup_elem(&tabby_ep_counters, &k);
-	__u64 now = allowed ? bpf_ktime_get_ns() : 0;
 	if (c) {
 		if (allowed) {
 			c->allowed_packets++;
@@ -495,7 +494,7 @@ static __always_inline int explain(struct __sk_buff *skb, __u8 dir)
 // decide is handle's verdict for an IPv4 packet of a configured endpoint: 1 allow, 0
 // drop (the drop event is emitted).
 static __always_inline int decide(struct __sk_buff *skb, struct endpoint *ep, __u8 dir, struct flow *f,
-				  __u8 smac[6])
+				  __u8 smac[6], __u64 now)
 {
 	__u32 ifindex = skb->ifindex;
 	if (dir == DIR_EGRESS && spoofed(ep, f, smac)) {
@@ -505,7 +504,6 @@ static __always_inline int decide(struct __sk_buff *skb, struct endpoint *ep, __
 	if (dhcp(f, dir))
 		return 1;
 
-	__u64 now = bpf_ktime_get_ns();
 	__u64 timeout = f->proto == IPPROTO_TCP ? CT_TIMEOUT_TCP_NS : CT_TIMEOUT_OTHER_NS;
 	// An ICMP echo flow is keyed by its identifier, and opened only by a request: a
 	// reply passes as the reverse of a request; a request is never taken for a reply.
@@ -584,13 +582,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_UNSPEC;
 	if (r < 0) {
 		if (ep)
-			count_ep(ifindex, dir, 0, skb->len);
+			count_ep(ifindex, dir, 0, skb->len, 0);
 		return TC_ACT_SHOT;
 	}
 	if (!ep)
 		return drop(skb, &f, dir, 0, REASON_NO_ENDPOINT);
-	int allowed = decide(skb, ep, dir, &f, smac);
-	count_ep(ifindex, dir, allowed, skb->len);
+	// One clock read a packet: conntrack's last-seen and the endpoint counter's times.
+	__u64 now = bpf_ktime_get_ns();
+	int allowed = decide(skb, ep, dir, &f, smac, now);
+	count_ep(ifindex, dir, allowed, skb->len, now);
 	return allowed ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }
 
