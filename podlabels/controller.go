@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -208,7 +208,7 @@ func (c *Controller) follow(ctx context.Context) (started bool, err error) {
 		case <-c.retryC:
 			// Those failing again are retried after twice the delay.
 			c.retryC, c.delay = nil, min(2*c.delay, maxRetryDelay)
-			keys := sortedKeys(c.failed)
+			keys := slices.Sorted(maps.Keys(c.failed))
 			c.failed = map[string]bool{}
 			for _, k := range keys {
 				c.syncWEP(ctx, k)
@@ -261,7 +261,7 @@ func (c *Controller) wepEvent(ev datastore.Event) (string, bool) {
 
 // resyncAll compares every local endpoint with its Pod.
 func (c *Controller) resyncAll(ctx context.Context) {
-	for _, k := range sortedKeys(c.weps) {
+	for _, k := range slices.Sorted(maps.Keys(c.weps)) {
 		c.syncWEP(ctx, k)
 	}
 	c.count(func(s *Stats) { s.Synced = true })
@@ -275,7 +275,7 @@ func (c *Controller) syncPod(ctx context.Context, podKey string) {
 			keys = append(keys, k)
 		}
 	}
-	sort.Strings(keys)
+	slices.Sort(keys)
 	for _, k := range keys {
 		c.syncWEP(ctx, k)
 	}
@@ -367,13 +367,4 @@ func (c *Controller) disarm() {
 		c.retry.Stop()
 	}
 	c.retry, c.retryC, c.delay = nil, nil, minRetryDelay
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

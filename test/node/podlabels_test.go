@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tabbynet/tabby/agent/localapi"
 	v1 "github.com/tabbynet/tabby/api/v1"
 	"github.com/tabbynet/tabby/cni"
 	"github.com/tabbynet/tabby/datastore"
@@ -19,8 +18,6 @@ import (
 	"github.com/tabbynet/tabby/test/k8senv"
 	"github.com/tabbynet/tabby/test/netnode"
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Address ranges only TestPodLabelsFollow uses, inside its own namespaces.
@@ -43,62 +40,8 @@ func TestPodLabelsFollow(t *testing.T) {
 	ebpftest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	tool, err := netnode.FindCnitool(ctx, "")
-	netnode.Require(t, suite, "cnitool (hack/cnitool.sh)", err)
-	id, err := netnode.RandomID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	binDir := t.TempDir()
-	if err := fabric.BuildBinaries(ctx, binDir); err != nil {
-		t.Fatalf("build the binaries: %v", err)
-	}
-	store, err := datastore.NewKube(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := "tpl-" + id
-	// Made before the cluster, so removed after it and its pods.
-	netnode.CreateNamespace(t, store, ns)
-	netnode.CreatePool(t, store, "tpl-"+id, plPool, 26)
-	c, err := fabric.New(ctx, fabric.Options{Prefix: "tpl-" + id, Subnet: plFabric, Uplinks: plUplinks,
-		Kubeconfig: env.Kubeconfig, APIServer: env.Config.Host, Store: store, BinDir: binDir,
-		Cnitool: tool, Dir: t.TempDir(), Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("teardown: %v", err)
-		}
-	})
-	node, err := c.AddNode(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("tabby-node log (last 80 lines):\n%s", node.LogTail(80))
-		}
-	})
-	if err := node.Start("--policy=true"); err != nil {
-		t.Fatal(err)
-	}
-	api := localapi.NewClient(node.Socket, 5*time.Second)
-	waitFor(t, "tabby-node registered with policy programmed", 90*time.Second, func() error {
-		st, err := api.Status(ctx)
-		if err != nil {
-			return err
-		}
-		ps, err := api.Policy(ctx)
-		if err != nil {
-			return err
-		}
-		if !st.Registered || !ps.Programmed {
-			return fmt.Errorf("registered %v, policy programmed %v (%s)", st.Registered, ps.Programmed, ps.Error)
-		}
-		return nil
-	})
+	fn := startFabricNode(ctx, t, fabricSetup{prefix: "tpl", pool: plPool, subnet: plFabric, uplinks: plUplinks})
+	store, ns, node, api := fn.store, fn.ns, fn.node, fn.api
 
 	server, err := node.AddPodSpec(ctx, fabric.PodSpec{Namespace: ns, Name: "server", Labels: map[string]string{"app": "server"}})
 	if err != nil {
@@ -119,16 +62,7 @@ func TestPodLabelsFollow(t *testing.T) {
 	waitFor(t, "client pings server", 30*time.Second, pingOK)
 
 	// Deny every ingress to pods labelled role=locked: none is yet.
-	np, err := datastore.Create(ctx, store, &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "lock"},
-		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "locked"}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = store.Delete(context.Background(), datastore.KindK8sNetworkPolicy, ns, np.Name, datastore.DeleteOptions{})
-	})
+	np := denyIngress(ctx, t, store, ns, "lock", "role", "locked")
 	waitFor(t, "the policy programmed", 30*time.Second, func() error {
 		ps, err := api.Policy(ctx)
 		if err != nil {

@@ -12,15 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tabbynet/tabby/agent/localapi"
-	"github.com/tabbynet/tabby/datastore"
 	"github.com/tabbynet/tabby/ebpf/ebpftest"
 	"github.com/tabbynet/tabby/test/fabric"
 	"github.com/tabbynet/tabby/test/k8senv"
 	"github.com/tabbynet/tabby/test/netnode"
 	"golang.org/x/sys/unix"
-	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Address ranges only TestUnprivilegedAgent uses, inside its own namespaces.
@@ -59,67 +55,14 @@ func TestUnprivilegedAgent(t *testing.T) {
 	caps := chartCapabilities(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	tool, err := netnode.FindCnitool(ctx, "")
-	netnode.Require(t, suite, "cnitool (hack/cnitool.sh)", err)
-	id, err := netnode.RandomID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	binDir := t.TempDir()
-	if err := fabric.BuildBinaries(ctx, binDir); err != nil {
-		t.Fatalf("build the binaries: %v", err)
-	}
-	store, err := datastore.NewKube(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := "tup-" + id
-	netnode.CreateNamespace(t, store, ns)
-	netnode.CreatePool(t, store, "tup-"+id, upPool, 26)
 	hostProcSys := filepath.Join(t.TempDir(), "host-proc-sys")
 	spec := "-all"
 	for _, c := range caps {
 		spec += ",+" + strings.ToLower(c)
 	}
-	c, err := fabric.New(ctx, fabric.Options{Prefix: "tup-" + id, Subnet: upFabric, Uplinks: upUplinks,
-		Kubeconfig: env.Kubeconfig, APIServer: env.Config.Host, Store: store, BinDir: binDir,
-		Cnitool: tool, Dir: t.TempDir(), Logf: t.Logf,
-		Wrap: []string{"sh", "-c", confine, "confine", hostProcSys, spec}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("teardown: %v", err)
-		}
-	})
-	node, err := c.AddNode(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("tabby-node log (last 80 lines):\n%s", node.LogTail(80))
-		}
-	})
-	if err := node.Start("--policy=true", "--proc-sys-root="+hostProcSys); err != nil {
-		t.Fatal(err)
-	}
-	api := localapi.NewClient(node.Socket, 5*time.Second)
-	waitFor(t, "tabby-node ready with policy programmed", 90*time.Second, func() error {
-		st, err := api.Status(ctx)
-		if err != nil {
-			return err
-		}
-		ps, err := api.Policy(ctx)
-		if err != nil {
-			return err
-		}
-		if !st.Registered || len(st.NotReady) > 0 || !ps.Programmed {
-			return fmt.Errorf("registered %v, not ready %v, policy programmed %v (%s)", st.Registered, st.NotReady, ps.Programmed, ps.Error)
-		}
-		return nil
-	})
+	fn := startFabricNode(ctx, t, fabricSetup{prefix: "tup", pool: upPool, subnet: upFabric, uplinks: upUplinks,
+		wrap: []string{"sh", "-c", confine, "confine", hostProcSys, spec}, args: []string{"--proc-sys-root=" + hostProcSys}})
+	store, ns, node, api := fn.store, fn.ns, fn.node, fn.api
 
 	// Exactly the chart's capabilities, and /proc/sys read-only for it.
 	eff := capSet(t, node.PID(), "CapEff:")
@@ -170,16 +113,7 @@ func TestUnprivilegedAgent(t *testing.T) {
 		}
 	}
 	// A NetworkPolicy that isolates the server is enforced by the programs it loaded.
-	np, err := datastore.Create(ctx, store, &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "isolate"},
-		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = store.Delete(context.Background(), datastore.KindK8sNetworkPolicy, ns, np.Name, datastore.DeleteOptions{})
-	})
+	denyIngress(ctx, t, store, ns, "isolate", "app", "server")
 	waitFor(t, "pings to the isolated server dropped", 30*time.Second, func() error {
 		if err := client.Ping(ctx, server.IP, 1); err == nil {
 			return fmt.Errorf("the ping was answered")
