@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 
+	v1 "github.com/tabbynet/tabby/api/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"libvirt.org/go/libvirtxml"
 )
@@ -70,6 +72,8 @@ type Endpoint struct {
 	IP netip.Addr `json:"ip,omitzero"`
 	// Pools limits IPAM to these IPPools (by name or CIDR).
 	Pools []string `json:"pools,omitempty"`
+	// Ports are the guest's named ports (policies may name them, as a pod's).
+	Ports []v1.WorkloadEndpointPort `json:"ports,omitempty"`
 }
 
 // Desired is a domain's endpoints, and what was wrong with its metadata (a bad label or
@@ -84,6 +88,7 @@ type Desired struct {
 //	<tabby:endpoint xmlns:tabby="https://tabby.dev/xmlns/vm/1.0" namespace="prod" hostname="web-1" pools="vms">
 //	  <tabby:label key="app" value="web"/>
 //	  <tabby:interface mac="52:54:00:12:34:56" ip="10.65.0.10" pools="vms"/>
+//	  <tabby:port name="http" protocol="TCP" port="80"/>
 //	</tabby:endpoint>
 type Metadata struct {
 	XMLName    xml.Name            `xml:"https://tabby.dev/xmlns/vm/1.0 endpoint"`
@@ -92,6 +97,15 @@ type Metadata struct {
 	Pools      string              `xml:"pools,attr"`
 	Labels     []MetadataLabel     `xml:"https://tabby.dev/xmlns/vm/1.0 label"`
 	Interfaces []MetadataInterface `xml:"https://tabby.dev/xmlns/vm/1.0 interface"`
+	Ports      []MetadataPort      `xml:"https://tabby.dev/xmlns/vm/1.0 port"`
+}
+
+// MetadataPort is a named port of the guest (every NIC): <tabby:port name="http"
+// protocol="TCP" port="80"/>; protocol TCP (default), UDP or SCTP.
+type MetadataPort struct {
+	Name     string `xml:"name,attr"`
+	Protocol string `xml:"protocol,attr"`
+	Port     string `xml:"port,attr"`
 }
 
 // MetadataLabel is one label of the domain's endpoints.
@@ -175,6 +189,20 @@ func DesiredEndpoints(d Domain, opts Options) (Desired, error) {
 	if hostname == "" {
 		hostname = sanitise(d.Name, 63)
 	}
+	var ports []v1.WorkloadEndpointPort
+	seen := map[string]bool{}
+	for _, mp := range md.Ports {
+		p, problem := metadataPort(mp)
+		if problem == "" && seen[p.Name] {
+			problem = fmt.Sprintf("metadata port %q: named twice", p.Name)
+		}
+		if problem != "" {
+			out.Problems = append(out.Problems, problem)
+			continue
+		}
+		seen[p.Name] = true
+		ports = append(ports, p)
+	}
 	fixed := map[string]MetadataInterface{}
 	for _, mi := range md.Interfaces {
 		hw, err := net.ParseMAC(mi.MAC)
@@ -204,7 +232,7 @@ func DesiredEndpoints(d Domain, opts Options) (Desired, error) {
 			continue
 		}
 		e := Endpoint{Name: EndpointName(opts.Node, d.Name, ifc.Target.Dev), Namespace: ns, Domain: d.Name, UUID: d.UUID,
-			Tap: ifc.Target.Dev, MAC: hw.String(), Labels: labels, Hostname: hostname, Pools: splitList(md.Pools)}
+			Tap: ifc.Target.Dev, MAC: hw.String(), Labels: labels, Hostname: hostname, Pools: splitList(md.Pools), Ports: ports}
 		if mi, ok := fixed[e.MAC]; ok {
 			if mi.IP != "" {
 				ip, err := netip.ParseAddr(mi.IP)
@@ -222,6 +250,27 @@ func DesiredEndpoints(d Domain, opts Options) (Desired, error) {
 	}
 	sort.Slice(out.Endpoints, func(i, j int) bool { return out.Endpoints[i].Tap < out.Endpoints[j].Tap })
 	return out, nil
+}
+
+// metadataPort checks one named port: a valid port name (IANA service name), protocol
+// TCP, UDP or SCTP (default TCP), a port 1-65535.
+func metadataPort(mp MetadataPort) (v1.WorkloadEndpointPort, string) {
+	if errs := validation.IsValidPortName(mp.Name); len(errs) > 0 {
+		return v1.WorkloadEndpointPort{}, fmt.Sprintf("metadata port name %q: %s", mp.Name, strings.Join(errs, ", "))
+	}
+	proto := strings.ToUpper(strings.TrimSpace(mp.Protocol))
+	switch proto {
+	case "":
+		proto = "TCP"
+	case "TCP", "UDP", "SCTP":
+	default:
+		return v1.WorkloadEndpointPort{}, fmt.Sprintf("metadata port %q: protocol %q is not TCP, UDP or SCTP", mp.Name, mp.Protocol)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(mp.Port), 10, 16)
+	if err != nil || n == 0 {
+		return v1.WorkloadEndpointPort{}, fmt.Sprintf("metadata port %q: port %q is not 1-65535", mp.Name, mp.Port)
+	}
+	return v1.WorkloadEndpointPort{Name: mp.Name, Protocol: proto, Port: uint16(n)}, ""
 }
 
 func labelProblem(l MetadataLabel) string {

@@ -51,14 +51,16 @@
 //	  <tabby:endpoint xmlns:tabby="https://tabby.dev/xmlns/vm/1.0" namespace="prod" hostname="web-1" pools="vm-pool">
 //	    <tabby:label key="app" value="web"/>
 //	    <tabby:interface mac="52:54:00:12:34:56" ip="10.65.0.10"/>
+//	    <tabby:port name="http" protocol="TCP" port="80"/>
 //	  </tabby:endpoint>
 //	</metadata>
 //
 // namespace is the WorkloadEndpoints' namespace (default: the configured one);
 // labels are theirs (tabby.dev/ keys are reserved: tabby.dev/namespace and
 // tabby.dev/orchestrator=libvirt are always set); an interface element fixes the
-// address (or the pools) of the NIC with that MAC; hostname goes to DHCP (default: the
-// domain name). A bad value is left out and reported in the domain's status.
+// address (or the pools) of the NIC with that MAC; a port element names a port of the
+// guest (spec.ports of every endpoint, for policies' named ports); hostname goes to
+// DHCP (default: the domain name). A bad value is left out and reported in the domain's status.
 //
 // It imports api/v1, datastore, ipam, libvirt.org/go/libvirt, libvirtxml and the
 // Prometheus client (the migration metrics, on an injected registry); it does no

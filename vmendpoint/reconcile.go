@@ -384,6 +384,7 @@ func buildWEP(node string, e Endpoint, ip netip.Addr) *v1.WorkloadEndpoint {
 			MAC:           e.MAC,
 			IPNetworks:    []string{netip.PrefixFrom(ip, ip.BitLen()).String()},
 			Profiles:      []string{ProfilePrefix + e.Namespace},
+			Ports:         slices.Clone(e.Ports),
 		},
 	}
 }

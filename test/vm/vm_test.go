@@ -78,12 +78,12 @@ func TestVMEndpoint(t *testing.T) {
 	t.Logf("client %s on %s, bystander %s on %s", client.IP, w.b.Name, bystander.IP, w.a.Name)
 	lap("pods through tabby-cni")
 
-	// 1. The guest: Tabby metadata (namespace, label app=vm), a libvirt-made tap that
+	// 1. The guest: Tabby metadata (namespace, label app=vm, named port http=80), a libvirt-made tap that
 	// the Start hook hands to node A while the guest is paused. Nothing but tabby-node
 	// serves DHCP on it.
 	name := "tabby-vm-" + w.id
 	mac := fmt.Sprintf("52:54:00:%s:%s:%s", w.id[0:2], w.id[2:4], w.id[4:6])
-	meta := fmt.Sprintf(`<tabby:endpoint xmlns:tabby="https://tabby.dev/xmlns/vm/1.0" namespace="%s"><tabby:label key="app" value="vm"/></tabby:endpoint>`, w.ns)
+	meta := fmt.Sprintf(`<tabby:endpoint xmlns:tabby="https://tabby.dev/xmlns/vm/1.0" namespace="%s"><tabby:label key="app" value="vm"/><tabby:port name="http" port="80"/></tabby:endpoint>`, w.ns)
 	d := vmguest.DefineT(t, w.conn, vmguest.Options{Name: name, MAC: mac, Tap: tap, Metadata: meta, Artifacts: w.art})
 	wep, vmNet := w.startOnNodeA(t, ctx, d, name, tap)
 	vmIP := vmNet.Addr()
@@ -94,6 +94,8 @@ func TestVMEndpoint(t *testing.T) {
 		t.Fatalf("endpoint %s: address %s, want a /32 from the pool %s", wep.Name, vmNet, poolNet)
 	case wep.Labels["app"] != "vm" || wep.Labels["tabby.dev/orchestrator"] != "libvirt":
 		t.Fatalf("endpoint %s: labels %v, want app=vm and tabby.dev/orchestrator=libvirt", wep.Name, wep.Labels)
+	case len(wep.Spec.Ports) != 1 || wep.Spec.Ports[0] != (v1.WorkloadEndpointPort{Name: "http", Protocol: "TCP", Port: 80}):
+		t.Fatalf("endpoint %s: ports %+v, want http TCP 80 from the metadata", wep.Name, wep.Spec.Ports)
 	}
 	addr, router, err := d.WaitDHCP(ctx, 0, bootTimeout)
 	if err != nil {
@@ -144,8 +146,9 @@ func TestVMEndpoint(t *testing.T) {
 	pol := netnode.Create(t, w.store, &v1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "vm-web", Namespace: w.ns},
 		Spec: v1.NetworkPolicySpec{Selector: "app == 'vm'", Types: []v1.PolicyType{v1.PolicyTypeIngress},
 			Ingress: []v1.Rule{
+				// The guest's named port (from its metadata), as for a pod.
 				{Action: v1.ActionAllow, Protocol: &tcp, Source: v1.EntityRule{Selector: "app == 'client'"},
-					Destination: v1.EntityRule{Ports: []intstr.IntOrString{intstr.FromInt32(80)}}},
+					Destination: v1.EntityRule{Ports: []intstr.IntOrString{intstr.FromString("http")}}},
 				{Action: v1.ActionDeny, Protocol: &tcp, Destination: v1.EntityRule{Ports: []intstr.IntOrString{intstr.FromInt32(8080)}}},
 				{Action: v1.ActionAllow, Protocol: &icmp},
 			}}})
