@@ -33,6 +33,8 @@ type fabricNode struct {
 	ns    string
 	node  *fabric.Node
 	api   *localapi.Client
+	// binDir holds the tabby-node, tabby-cni and tabbyctl the test built.
+	binDir string
 }
 
 // startFabricNode builds the binaries, makes the namespace, the pool and the cluster,
@@ -97,7 +99,7 @@ func startFabricNode(ctx context.Context, t *testing.T, s fabricSetup) *fabricNo
 		}
 		return nil
 	})
-	return &fabricNode{store: store, ns: name, node: node, api: api}
+	return &fabricNode{store: store, ns: name, node: node, api: api, binDir: binDir}
 }
 
 // denyIngress creates a Kubernetes NetworkPolicy that isolates (ingress) the pods of
