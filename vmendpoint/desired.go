@@ -52,6 +52,9 @@ type Domain struct {
 	// MigrationPaused: paused for a live migration, on either side (libvirt state
 	// paused, reason migration or postcopy).
 	MigrationPaused bool
+	// MigratingOut: paused for a migration with the outgoing migration job here: the
+	// source (the destination is paused too, before the guest resumes there).
+	MigratingOut bool
 	// XML is the live XML of an active domain (it names the taps), else the inactive one.
 	XML string
 }

@@ -231,6 +231,14 @@ func readDomain(d *libvirt.Domain) (Domain, error) {
 		// or once the destination runs the guest in post-copy (reason postcopy).
 		dom.MigrationPaused = state == libvirt.DOMAIN_PAUSED &&
 			(reason == int(libvirt.DOMAIN_PAUSED_MIGRATION) || reason == int(libvirt.DOMAIN_PAUSED_POSTCOPY))
+		if dom.MigrationPaused {
+			// Both sides are paused at the switch-over; only the source runs the
+			// outgoing migration job (the destination's stats call fails: "available
+			// only on the source host").
+			if js, err := d.GetJobStats(0); err == nil && js.OperationSet && js.Operation == libvirt.DOMAIN_JOB_OPERATION_MIGRATION_OUT {
+				dom.MigratingOut = true
+			}
+		}
 	}
 	if dom.XML, err = d.GetXMLDesc(0); err != nil {
 		return Domain{}, fmt.Errorf("domain %s XML: %w", name, err)

@@ -25,7 +25,7 @@ import (
 //     the destination's endpoint is on standby (spec.standby): felix polices the tap
 //     but does not route to it; the source routes, advertises and holds the address.
 //   - When the source pauses the guest for the last pages (libvirt: paused, reason
-//     migration), the source hands over: the address becomes the destination's
+//     migration, with the outgoing migration job here), the source hands over: the address becomes the destination's
 //     (ipam.Adopt, so BGP advertises the /32 from there), the destination's endpoint
 //     leaves standby, with the guest's last packet through the source's tap in its
 //     annotations, and the source's endpoint goes on standby (its route goes; the

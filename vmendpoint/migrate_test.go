@@ -77,7 +77,7 @@ func TestLiveMigrationHandover(t *testing.T) {
 	last := time.Date(2026, 11, 25, 4, 0, 0, 0, time.UTC)
 	act1.set("vnet0", last.Add(-time.Minute), last)
 	act2.set("vnet3", time.Time{}, time.Time{})
-	h1.fake.set(Domain{UUID: uuidA, Name: "a", Active: true, MigrationPaused: true, XML: xml("vnet0")}, EventOther)
+	h1.fake.set(Domain{UUID: uuidA, Name: "a", Active: true, MigrationPaused: true, MigratingOut: true, XML: xml("vnet0")}, EventOther)
 	eventually(t, "the handover", func() error {
 		ws := h2.weps(uuidA)
 		d, s := ws["vnet3"], ws["vnet0"]
@@ -93,8 +93,22 @@ func TestLiveMigrationHandover(t *testing.T) {
 		}
 		return nil
 	})
-	// node-2 syncs again, the guest still paused: nothing moves back.
+	handedAt := time.Now()
+	// node-2 syncs again, the guest still paused (it looks like the source did before
+	// the handover, but has no outgoing job): nothing moves back.
 	h2.fake.set(Domain{UUID: uuidA, Name: "a", Active: true, MigrationPaused: true, XML: xml("vnet3")}, EventOther)
+	eventually(t, "node-2 synced again", func() error {
+		for _, d := range h2.w.Status().Domains {
+			if d.LastSync.After(handedAt) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no sync since the handover")
+	})
+	if ws := h2.weps(uuidA); ws["vnet3"].Spec.Standby || !ws["vnet0"].Spec.Standby || owner() != "node-2" {
+		t.Fatalf("after node-2 synced again: destination standby %v, source standby %v, allocation node %q; want it to stay node-2's",
+			ws["vnet3"].Spec.Standby, ws["vnet0"].Spec.Standby, owner())
+	}
 
 	// The guest resumes on node-2 and sends: the blackout is measured, the
 	// annotations go.
@@ -155,7 +169,7 @@ func TestMigrationFailsAfterHandover(t *testing.T) {
 	h1.wantTaps(uuidA, "vnet0")
 	h2.fake.set(Domain{UUID: uuidA, Name: "a", Active: true, MigrationPaused: true, XML: xml("vnet3")}, EventStarted)
 	h2.wantTaps(uuidA, "vnet0", "vnet3")
-	h1.fake.set(Domain{UUID: uuidA, Name: "a", Active: true, MigrationPaused: true, XML: xml("vnet0")}, EventOther)
+	h1.fake.set(Domain{UUID: uuidA, Name: "a", Active: true, MigrationPaused: true, MigratingOut: true, XML: xml("vnet0")}, EventOther)
 	eventually(t, "the handover", func() error {
 		if s := h1.weps(uuidA)["vnet0"]; s == nil || !s.Spec.Standby {
 			return fmt.Errorf("source endpoint %+v", s)

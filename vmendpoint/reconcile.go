@@ -133,9 +133,11 @@ func (r *Reconciler) syncDomain(ctx context.Context, d Domain) error {
 	if err != nil {
 		return err
 	}
-	if d.MigrationPaused && !standby(d, others) {
+	if d.MigratingOut && !standby(d, others) {
 		// The source, its guest paused for the last pages: hand over to the
-		// destination's standby endpoints, then wait here.
+		// destination's standby endpoints, then wait here. Only the source: after the
+		// handover the destination, still paused, looks the same from the datastore
+		// (its endpoint live, the source's on standby).
 		handed, err := r.handOver(ctx, d, have, others)
 		if err != nil {
 			return err

@@ -265,8 +265,16 @@ func TestLiveMigration(t *testing.T) {
 	// node B's endpoint waits on standby and node B does not route the address to its
 	// tap (polled every 20 ms, hence the slack).
 	const pollSlack = 60 * time.Millisecond
-	if standbyAt == 0 || standbyAt > liveAt {
-		t.Errorf("node B's endpoint was never seen on standby before it went live (standby at +%v, live at +%v)", ms(standbyAt), ms(liveAt))
+	// Node B writes its standby endpoint once its libvirt answers for the incoming
+	// domain, which may be only at the switch-over (a short pre-copy of a small guest):
+	// then there was nothing to see on standby, and the handover follows at once.
+	switch {
+	case standbyAt != 0 && standbyAt <= liveAt:
+		t.Logf("node B's endpoint waited on standby from +%v", ms(standbyAt))
+	case endpointAt+pollSlack >= pausedAt:
+		t.Logf("node B's endpoint appeared only at the switch-over (+%v, the pause at +%v): no standby to see", ms(endpointAt), ms(pausedAt))
+	default:
+		t.Errorf("node B's endpoint was live from +%v, before node A paused the guest (+%v), never on standby", ms(endpointAt), ms(pausedAt))
 	}
 	if pausedAt == 0 || localAt+pollSlack < pausedAt || liveAt+pollSlack < pausedAt {
 		t.Errorf("node B took the guest over while it ran on node A: endpoint live at +%v, route to the tap at +%v, guest paused on node A at +%v",
