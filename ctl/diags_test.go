@@ -1,10 +1,7 @@
 package ctl_test
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -15,43 +12,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/tabbynet/tabby/agent/localapi"
+	"github.com/tabbynet/tabby/test/netnode"
 	"golang.org/x/sys/unix"
 )
-
-// readBundle returns the files of a .tar.gz bundle by their name under tabby-diags/.
-func readBundle(t *testing.T, path string) map[string][]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
-	out := map[string][]byte{}
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		name, ok := strings.CutPrefix(h.Name, "tabby-diags/")
-		if !ok {
-			t.Fatalf("%s is outside tabby-diags/", h.Name)
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[name] = b
-	}
-	return out
-}
 
 type manifestEntry struct {
 	Name  string `json:"name"`
@@ -125,7 +88,7 @@ func TestNodeDiags(t *testing.T) {
 		"agent/status.json", "agent/vms.json", "FAILED: tabby-node on "+sock+": GET /vms: 500 Internal Server Error: libvirt exploded",
 		"bpf/maps.json", "FAILED: no pin directory")
 
-	files := readBundle(t, out)
+	files := netnode.ReadTarGz(t, out, "tabby-diags")
 	man := readManifest(t, files)
 	for _, name := range []string{"agent/status.json", "agent/endpoints.json", "agent/routes.json", "agent/bgp-peers.json",
 		"agent/policy.json", "agent/logs.json", "agent/tabby-node.log", "agent/metrics.txt", "versions.json"} {
@@ -168,7 +131,7 @@ func TestNodeDiagsAgentDown(t *testing.T) {
 	r := nodeCtl(t, "node", "diags", "--socket", filepath.Join(dir, "none.sock"), "-o", out,
 		"--bpf-pin-dir", filepath.Join(dir, "no-pins"))
 	expectCode(t, r, 0)
-	files := readBundle(t, out)
+	files := netnode.ReadTarGz(t, out, "tabby-diags")
 	man := readManifest(t, files)
 	if e := man["agent/status.json"]; e.OK || !strings.Contains(e.Error, localapi.ErrNotRunning.Error()) {
 		t.Errorf("agent/status.json: %+v", e)
@@ -211,7 +174,7 @@ func TestNodeDiagsBPF(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "b.tar.gz")
 	r := nodeCtl(t, "node", "diags", "--socket", filepath.Join(pins, "none.sock"), "-o", out, "--bpf-pin-dir", pins)
 	expectCode(t, r, 0)
-	files := readBundle(t, out)
+	files := netnode.ReadTarGz(t, out, "tabby-diags")
 	var sum struct {
 		Maps []struct {
 			Pin        string `json:"pin"`

@@ -1,14 +1,9 @@
 package node_test
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,7 +46,7 @@ func TestNodeDiags(t *testing.T) {
 		t.Fatalf("tabbyctl node diags: %v", err)
 	}
 	t.Logf("tabbyctl node diags:\n%s", out)
-	files := readBundle(t, bundle)
+	files := netnode.ReadTarGz(t, bundle, "tabby-diags")
 	var m struct {
 		Failures int `json:"failures"`
 		Files    []struct {
@@ -82,40 +77,5 @@ func TestNodeDiags(t *testing.T) {
 		if b, ok := files[name]; !ok || !strings.Contains(string(b), want) {
 			t.Errorf("%s: %d bytes, want it to mention %q", name, len(b), want)
 		}
-	}
-}
-
-// readBundle reads a .tar.gz into a map of file name to content.
-func readBundle(t *testing.T, path string) map[string][]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
-	out := map[string][]byte{}
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Every file sits in the bundle's one top directory.
-		_, name, ok := strings.Cut(h.Name, "/")
-		if !ok {
-			name = h.Name
-		}
-		out[name] = b
 	}
 }
